@@ -1,0 +1,67 @@
+"""Function: one differentiable op = forward(ctx, *arrays) + backward(ctx, grad).
+
+A Function never sees Tensors: `apply` unwraps them, calls `forward` on plain
+ndarrays, and wraps the result in a Tensor that remembers the Function instance
+(the "ctx") so that `Tensor.backward` can call `backward` later.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from tinyq import autograd_state
+
+
+def unbroadcast(grad: np.ndarray, shape: tuple) -> np.ndarray:
+    """d(broadcast_to(x, grad.shape))/dx: sum grad over the axes that broadcasting created or stretched.
+
+    Broadcasting copies x along new leading axes and along axes where x has size 1;
+    the chain rule adds up the gradient of every copy, so we sum those axes away.
+    """
+    ### BEGIN SOLUTION 1.1
+    if grad.shape == tuple(shape):
+        return grad
+    extra = grad.ndim - len(shape)
+    if extra > 0:                                      # axes broadcasting prepended
+        grad = grad.sum(axis=tuple(range(extra)))
+    stretched = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
+    if stretched:                                      # size-1 axes broadcasting stretched
+        grad = grad.sum(axis=stretched, keepdims=True)
+    return grad
+    ### END SOLUTION
+
+
+class Function:
+    """Base class of every op. Subclasses define two static methods:
+
+    forward(ctx, *arrays, **options) -> ndarray
+    backward(ctx, grad) -> one gradient (ndarray or None) per positional input
+    """
+
+    saved_tensors = ()     # arrays kept for backward (set by save_for_backward)
+    inputs = ()            # the Tensors (or constants) forward was called with
+
+    def save_for_backward(self, *arrays) -> None:
+        self.saved_tensors = arrays
+
+    @staticmethod
+    def forward(ctx, *arrays, **options):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @staticmethod
+    def backward(ctx, grad):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @classmethod
+    def apply(cls, *inputs, **options):
+        """Run forward on the inputs' arrays; record the graph edge if any input needs a gradient."""
+        from tinyq.tensor import Tensor
+
+        ctx = cls()
+        arrays = [t.data if isinstance(t, Tensor) else t for t in inputs]
+        out = cls.forward(ctx, *arrays, **options)
+        needs_grad = autograd_state.grad_enabled and any(
+            isinstance(t, Tensor) and t.requires_grad for t in inputs)
+        if not needs_grad:
+            return Tensor._wrap(out, None)
+        ctx.inputs = inputs
+        return Tensor._wrap(out, ctx)

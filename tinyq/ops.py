@@ -1,0 +1,765 @@
+"""Primitive differentiable ops: one Function each, one lowercase helper each.
+
+Each Function states its forward and its local derivative side by side; the
+chain rule (multiply by the incoming `grad`) and unbroadcasting happen here too,
+so that `Tensor.backward` only has to add gradients up.
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from tinyq.function import Function, unbroadcast
+from tinyq.tensor import FLOAT_DTYPES, Tensor
+
+
+def needs_grad(ctx, i: int) -> bool:
+    """Does positional input i of this op want a gradient? (saves work for constants)."""
+    t = ctx.inputs[i]
+    return isinstance(t, Tensor) and t.requires_grad
+
+
+def _constant(value, dtype):
+    """A non-Tensor operand: Python numbers stay weakly typed, arrays take the tensor's dtype."""
+    if isinstance(value, (bool, numbers.Integral, float)) and not isinstance(value, np.generic):
+        return value
+    if isinstance(value, (np.ndarray, np.generic, list, tuple, numbers.Number)):
+        return np.asarray(value, dtype=dtype)
+    raise TypeError(f"expected a Tensor, ndarray or number, got {type(value).__name__}")
+
+
+def _operands(name: str, a, b):
+    """Check and convert the two operands of a binary op (at least one is a Tensor)."""
+    if isinstance(a, Tensor):
+        if isinstance(b, Tensor):
+            if a.data.dtype != b.data.dtype:
+                if a.data.dtype in FLOAT_DTYPES and b.data.dtype in FLOAT_DTYPES:
+                    raise TypeError(f"{name} expects tensors of one float dtype, got {a.data.dtype} and "
+                                    f"{b.data.dtype}; convert one explicitly with .to(...)")
+                if b.data.dtype not in FLOAT_DTYPES:
+                    b = b.data.astype(a.data.dtype)
+                else:
+                    a = a.data.astype(b.data.dtype)
+            return a, b
+        return a, _constant(b, a.data.dtype)
+    if isinstance(b, Tensor):
+        return _constant(a, b.data.dtype), b
+    raise TypeError(f"{name} expects at least one Tensor, got {type(a).__name__} and {type(b).__name__}")
+
+
+# ------------------------------------------------------------------ arithmetic
+class Add(Function):
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.shapes = (np.shape(a), np.shape(b))
+        return a + b
+
+    @staticmethod
+    def backward(ctx, grad):                       # d(a+b)/da = 1, d(a+b)/db = 1
+        shape_a, shape_b = ctx.shapes
+        return unbroadcast(grad, shape_a), unbroadcast(grad, shape_b)
+
+
+class Sub(Function):
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.shapes = (np.shape(a), np.shape(b))
+        return a - b
+
+    @staticmethod
+    def backward(ctx, grad):                       # d(a-b)/da = 1, d(a-b)/db = -1
+        shape_a, shape_b = ctx.shapes
+        return unbroadcast(grad, shape_a), unbroadcast(-grad, shape_b)
+
+
+class Mul(Function):
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.save_for_backward(a, b)
+        return a * b
+
+    @staticmethod
+    def backward(ctx, grad):                       # d(ab)/da = b, d(ab)/db = a
+        a, b = ctx.saved_tensors
+        ### BEGIN SOLUTION 1.2
+        grad_a = unbroadcast(grad * b, np.shape(a)) if needs_grad(ctx, 0) else None
+        grad_b = unbroadcast(grad * a, np.shape(b)) if needs_grad(ctx, 1) else None
+        return grad_a, grad_b
+        ### END SOLUTION
+
+
+class Div(Function):
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.save_for_backward(a, b)
+        return a / b
+
+    @staticmethod
+    def backward(ctx, grad):                       # d(a/b)/da = 1/b, d(a/b)/db = -a/b^2
+        a, b = ctx.saved_tensors
+        grad_a = unbroadcast(grad / b, np.shape(a)) if needs_grad(ctx, 0) else None
+        grad_b = unbroadcast(-grad * a / (b * b), np.shape(b)) if needs_grad(ctx, 1) else None
+        return grad_a, grad_b
+
+
+class Neg(Function):
+    @staticmethod
+    def forward(ctx, a):
+        return -a
+
+    @staticmethod
+    def backward(ctx, grad):
+        return -grad
+
+
+class Pow(Function):
+    @staticmethod
+    def forward(ctx, a, b):
+        out = a ** b
+        ctx.save_for_backward(a, b, out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):                       # d(a^b)/da = b a^(b-1), d(a^b)/db = a^b ln a
+        a, b, out = ctx.saved_tensors
+        grad_a = unbroadcast(grad * b * a ** (b - 1), np.shape(a)) if needs_grad(ctx, 0) else None
+        grad_b = None
+        if needs_grad(ctx, 1):
+            with np.errstate(divide="ignore", invalid="ignore"):
+                grad_b = unbroadcast(grad * out * np.log(a), np.shape(b))
+        return grad_a, grad_b
+
+
+class MatMul(Function):
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.save_for_backward(a, b)
+        return a @ b
+
+    @staticmethod
+    def backward(ctx, grad):                       # C = AB: dA = dC B^T, dB = A^T dC (batch dims summed)
+        a, b = ctx.saved_tensors
+        ### BEGIN SOLUTION 1.3
+        grad_a = unbroadcast(grad @ np.swapaxes(b, -1, -2), a.shape) if needs_grad(ctx, 0) else None
+        grad_b = unbroadcast(np.swapaxes(a, -1, -2) @ grad, b.shape) if needs_grad(ctx, 1) else None
+        return grad_a, grad_b
+        ### END SOLUTION
+
+
+# ------------------------------------------------------------- elementwise math
+class Exp(Function):
+    @staticmethod
+    def forward(ctx, a):
+        out = np.exp(a)
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):                       # d exp(a) = exp(a)
+        (out,) = ctx.saved_tensors
+        return grad * out
+
+
+class Log(Function):
+    @staticmethod
+    def forward(ctx, a):
+        ctx.save_for_backward(a)
+        return np.log(a)
+
+    @staticmethod
+    def backward(ctx, grad):                       # d log(a) = 1/a
+        (a,) = ctx.saved_tensors
+        return grad / a
+
+
+class Sqrt(Function):
+    @staticmethod
+    def forward(ctx, a):
+        out = np.sqrt(a)
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):                       # d sqrt(a) = 1 / (2 sqrt(a))
+        (out,) = ctx.saved_tensors
+        return grad / (2 * out)
+
+
+class Abs(Function):
+    @staticmethod
+    def forward(ctx, a):
+        ctx.save_for_backward(a)
+        return np.abs(a)
+
+    @staticmethod
+    def backward(ctx, grad):                       # d|a| = sign(a), 0 at 0
+        (a,) = ctx.saved_tensors
+        return grad * np.sign(a)
+
+
+class Maximum(Function):
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.save_for_backward(a, b)
+        return np.maximum(a, b)
+
+    @staticmethod
+    def backward(ctx, grad):                       # to the larger input; ties split evenly
+        a, b = ctx.saved_tensors
+        share_a = (a > b) + 0.5 * (a == b)
+        return (unbroadcast(grad * share_a.astype(grad.dtype), np.shape(a)),
+                unbroadcast(grad * (1 - share_a).astype(grad.dtype), np.shape(b)))
+
+
+class Minimum(Function):
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.save_for_backward(a, b)
+        return np.minimum(a, b)
+
+    @staticmethod
+    def backward(ctx, grad):                       # to the smaller input; ties split evenly
+        a, b = ctx.saved_tensors
+        share_a = (a < b) + 0.5 * (a == b)
+        return (unbroadcast(grad * share_a.astype(grad.dtype), np.shape(a)),
+                unbroadcast(grad * (1 - share_a).astype(grad.dtype), np.shape(b)))
+
+
+class Where(Function):
+    @staticmethod
+    def forward(ctx, a, b, *, condition):
+        ctx.condition = condition
+        ctx.shapes = (np.shape(a), np.shape(b))
+        return np.where(condition, a, b)
+
+    @staticmethod
+    def backward(ctx, grad):                       # the gradient goes to whichever input was chosen
+        zero = np.zeros((), dtype=grad.dtype)
+        shape_a, shape_b = ctx.shapes
+        return (unbroadcast(np.where(ctx.condition, grad, zero), shape_a),
+                unbroadcast(np.where(ctx.condition, zero, grad), shape_b))
+
+
+class Clip(Function):
+    @staticmethod
+    def forward(ctx, a, *, lo, hi):
+        ctx.save_for_backward(a)
+        ctx.lo, ctx.hi = lo, hi
+        return np.clip(a, lo, hi)
+
+    @staticmethod
+    def backward(ctx, grad):                       # 1 inside [lo, hi] (inclusive), 0 outside
+        (a,) = ctx.saved_tensors
+        inside = np.ones(a.shape, dtype=bool)
+        if ctx.lo is not None:
+            inside &= a >= ctx.lo
+        if ctx.hi is not None:
+            inside &= a <= ctx.hi
+        return grad * inside
+
+
+class ReLU(Function):
+    @staticmethod
+    def forward(ctx, a):
+        out = np.maximum(a, 0)
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):                       # 1 where a > 0
+        (out,) = ctx.saved_tensors
+        return grad * (out > 0)
+
+
+class LeakyReLU(Function):
+    @staticmethod
+    def forward(ctx, a, *, slope):
+        ctx.save_for_backward(a)
+        ctx.slope = slope
+        return np.where(a > 0, a, a * a.dtype.type(slope))
+
+    @staticmethod
+    def backward(ctx, grad):                       # 1 where a > 0, slope elsewhere
+        (a,) = ctx.saved_tensors
+        return np.where(a > 0, grad, grad * grad.dtype.type(ctx.slope))
+
+
+class Sigmoid(Function):
+    @staticmethod
+    def forward(ctx, a):
+        out = np.empty_like(a)                     # two branches so exp never overflows
+        positive = a >= 0
+        out[positive] = 1 / (1 + np.exp(-a[positive]))
+        e = np.exp(a[~positive])
+        out[~positive] = e / (1 + e)
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):                       # s' = s (1 - s)
+        (out,) = ctx.saved_tensors
+        return grad * out * (1 - out)
+
+
+class Tanh(Function):
+    @staticmethod
+    def forward(ctx, a):
+        out = np.tanh(a)
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):                       # tanh' = 1 - tanh^2
+        (out,) = ctx.saved_tensors
+        return grad * (1 - out * out)
+
+
+_GELU_C = np.sqrt(2 / np.pi)
+
+
+class GELU(Function):
+    """gelu(a) = a/2 (1 + tanh(c (a + 0.044715 a^3))), c = sqrt(2/pi) (Hendrycks & Gimpel's tanh form)."""
+
+    @staticmethod
+    def forward(ctx, a):
+        c = a.dtype.type(_GELU_C)
+        inner = np.tanh(c * (a + a.dtype.type(0.044715) * a ** 3))
+        ctx.save_for_backward(a, inner)
+        return a.dtype.type(0.5) * a * (1 + inner)
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, inner = ctx.saved_tensors
+        c = a.dtype.type(_GELU_C)
+        d_inner = (1 - inner * inner) * c * (1 + a.dtype.type(3 * 0.044715) * a * a)
+        return grad * a.dtype.type(0.5) * (1 + inner + a * d_inner)
+
+
+class Cast(Function):
+    @staticmethod
+    def forward(ctx, a, *, dtype):
+        ctx.in_dtype = a.dtype
+        return a.astype(dtype)
+
+    @staticmethod
+    def backward(ctx, grad):                       # the gradient goes back in the input's dtype
+        return grad.astype(ctx.in_dtype)
+
+
+# ------------------------------------------------------------------ reductions
+def _axes(axis, ndim):
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, numbers.Integral) else tuple(axis)
+    for ax in axes:
+        if not -ndim <= ax < ndim:
+            raise ValueError(f"axis {ax} is out of range for a tensor with {ndim} dimensions")
+    return tuple(sorted(ax % ndim for ax in axes))
+
+
+def _expand_reduced(grad, shape, axes, keepdims):
+    """Reshape a reduced gradient so it broadcasts against the input of shape `shape`."""
+    if not keepdims:
+        grad = np.expand_dims(grad, axes)
+    return grad
+
+
+class Sum(Function):
+    @staticmethod
+    def forward(ctx, a, *, axis=None, keepdims=False):
+        ctx.shape, ctx.axes, ctx.keepdims = a.shape, _axes(axis, a.ndim), keepdims
+        return np.sum(a, axis=ctx.axes, keepdims=keepdims)
+
+    @staticmethod
+    def backward(ctx, grad):                       # every summed element gets the same gradient
+        grad = _expand_reduced(grad, ctx.shape, ctx.axes, ctx.keepdims)
+        return np.broadcast_to(grad, ctx.shape)
+
+
+class Mean(Function):
+    @staticmethod
+    def forward(ctx, a, *, axis=None, keepdims=False):
+        ctx.shape, ctx.axes, ctx.keepdims = a.shape, _axes(axis, a.ndim), keepdims
+        ctx.count = int(np.prod([a.shape[ax] for ax in ctx.axes]))
+        return np.mean(a, axis=ctx.axes, keepdims=keepdims)
+
+    @staticmethod
+    def backward(ctx, grad):                       # d mean / d a_i = 1/n
+        grad = _expand_reduced(grad, ctx.shape, ctx.axes, ctx.keepdims)
+        return np.broadcast_to(grad / grad.dtype.type(ctx.count), ctx.shape)
+
+
+class Max(Function):
+    @staticmethod
+    def forward(ctx, a, *, axis=None, keepdims=False):
+        ctx.axes, ctx.keepdims = _axes(axis, a.ndim), keepdims
+        out = np.max(a, axis=ctx.axes, keepdims=True)
+        ctx.save_for_backward(a, out)
+        return out if keepdims else np.squeeze(out, ctx.axes)
+
+    @staticmethod
+    def backward(ctx, grad):                       # to the maximal elements, ties split evenly
+        a, out = ctx.saved_tensors
+        grad = _expand_reduced(grad, a.shape, ctx.axes, ctx.keepdims)
+        winners = (a == out)
+        count = np.sum(winners, axis=ctx.axes, keepdims=True)
+        return grad * winners / count.astype(grad.dtype)
+
+
+class Var(Function):
+    @staticmethod
+    def forward(ctx, a, *, axis=None, keepdims=False, correction=0):
+        ctx.axes, ctx.keepdims = _axes(axis, a.ndim), keepdims
+        n = int(np.prod([a.shape[ax] for ax in ctx.axes]))
+        if n - correction <= 0:
+            raise ValueError(f"var over {n} elements with correction={correction} divides by zero")
+        centered = a - np.mean(a, axis=ctx.axes, keepdims=True)
+        ctx.save_for_backward(centered)
+        ctx.denominator = n - correction
+        return np.sum(centered * centered, axis=ctx.axes, keepdims=keepdims) / a.dtype.type(n - correction)
+
+    @staticmethod
+    def backward(ctx, grad):                       # d var / d a_i = 2 (a_i - mean) / (n - correction)
+        (centered,) = ctx.saved_tensors
+        grad = _expand_reduced(grad, centered.shape, ctx.axes, ctx.keepdims)
+        return grad * centered * grad.dtype.type(2 / ctx.denominator)
+
+
+class LogSoftmax(Function):
+    """log_softmax(x)_i = x_i - max(x) - log sum_j exp(x_j - max(x))."""
+
+    @staticmethod
+    def forward(ctx, a, *, axis=-1):
+        shifted = a - np.max(a, axis=axis, keepdims=True)
+        out = shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
+        ctx.save_for_backward(out)
+        ctx.axis = axis
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):                       # dL/dx = g - softmax(x) * sum(g)
+        (out,) = ctx.saved_tensors
+        ### BEGIN SOLUTION 2.2
+        softmax = np.exp(out)
+        return grad - softmax * np.sum(grad, axis=ctx.axis, keepdims=True)
+        ### END SOLUTION
+
+
+# ---------------------------------------------------------------------- shapes
+class Reshape(Function):
+    @staticmethod
+    def forward(ctx, a, *, shape):
+        ctx.shape = a.shape
+        try:
+            return a.reshape(shape)
+        except ValueError:
+            raise ValueError(f"cannot reshape a tensor of shape {a.shape} ({a.size} elements) "
+                             f"into shape {tuple(shape)}") from None
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.reshape(ctx.shape)
+
+
+class Permute(Function):
+    @staticmethod
+    def forward(ctx, a, *, axes):
+        if sorted(ax % a.ndim for ax in axes) != list(range(a.ndim)):
+            raise ValueError(f"permute expects a permutation of {a.ndim} axes, got {tuple(axes)}")
+        ctx.axes = axes
+        return np.transpose(a, axes)
+
+    @staticmethod
+    def backward(ctx, grad):                       # apply the inverse permutation
+        return np.transpose(grad, np.argsort([ax % grad.ndim for ax in ctx.axes]))
+
+
+class Expand(Function):
+    @staticmethod
+    def forward(ctx, a, *, shape):
+        ctx.shape = a.shape
+        return np.broadcast_to(a, shape)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return unbroadcast(grad, ctx.shape)
+
+
+def _is_basic_index(index) -> bool:
+    parts = index if isinstance(index, tuple) else (index,)
+    return all(isinstance(p, (slice, numbers.Integral, type(None), type(Ellipsis))) for p in parts)
+
+
+class GetItem(Function):
+    @staticmethod
+    def forward(ctx, a, *, index):
+        ctx.shape, ctx.dtype, ctx.index = a.shape, a.dtype, index
+        return a[index]
+
+    @staticmethod
+    def backward(ctx, grad):                       # scatter the gradient back; repeated indices add up
+        full = np.zeros(ctx.shape, dtype=grad.dtype)
+        if _is_basic_index(ctx.index):
+            full[ctx.index] = grad
+        else:
+            np.add.at(full, ctx.index, grad)
+        return full
+
+
+class Concatenate(Function):
+    @staticmethod
+    def forward(ctx, *arrays, axis=0):
+        ctx.axis = axis
+        ctx.splits = np.cumsum([a.shape[axis] for a in arrays])[:-1]
+        return np.concatenate(arrays, axis=axis)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return tuple(np.split(grad, ctx.splits, axis=ctx.axis))
+
+
+class Stack(Function):
+    @staticmethod
+    def forward(ctx, *arrays, axis=0):
+        ctx.axis, ctx.count = axis, len(arrays)
+        return np.stack(arrays, axis=axis)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return tuple(np.take(grad, i, axis=ctx.axis) for i in range(ctx.count))
+
+
+class Pad(Function):
+    @staticmethod
+    def forward(ctx, a, *, pad_width, value=0.0):
+        ctx.slices = tuple(slice(before, before + n) for (before, _), n in zip(pad_width, a.shape))
+        return np.pad(a, pad_width, mode="constant", constant_values=value)
+
+    @staticmethod
+    def backward(ctx, grad):                       # keep the part that came from the input
+        return grad[ctx.slices]
+
+
+class Dropout(Function):
+    @staticmethod
+    def forward(ctx, a, *, p, rng):
+        keep = rng.random(a.shape, dtype=np.float32) >= p
+        ctx.mask = keep.astype(a.dtype) / a.dtype.type(1 - p)
+        return a * ctx.mask
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * ctx.mask
+
+
+# --------------------------------------------------------- lowercase helpers
+def _tensor_arg(name, a) -> Tensor:
+    if not isinstance(a, Tensor):
+        raise TypeError(f"{name} expects a Tensor, got {type(a).__name__}")
+    return a
+
+
+def add(a, b): return Add.apply(*_operands("add", a, b))
+def sub(a, b): return Sub.apply(*_operands("sub", a, b))
+def mul(a, b): return Mul.apply(*_operands("mul", a, b))
+def div(a, b): return Div.apply(*_operands("div", a, b))
+def pow(a, b): return Pow.apply(*_operands("pow", a, b))  # noqa: A001 - mirrors the math name
+def neg(a): return Neg.apply(_tensor_arg("neg", a))
+def exp(a): return Exp.apply(_tensor_arg("exp", a))
+def log(a): return Log.apply(_tensor_arg("log", a))
+def sqrt(a): return Sqrt.apply(_tensor_arg("sqrt", a))
+def abs(a): return Abs.apply(_tensor_arg("abs", a))  # noqa: A001
+def maximum(a, b): return Maximum.apply(*_operands("maximum", a, b))
+def minimum(a, b): return Minimum.apply(*_operands("minimum", a, b))
+def relu(a): return ReLU.apply(_tensor_arg("relu", a))
+def sigmoid(a): return Sigmoid.apply(_tensor_arg("sigmoid", a))
+def tanh(a): return Tanh.apply(_tensor_arg("tanh", a))
+def gelu(a): return GELU.apply(_tensor_arg("gelu", a))
+def leaky_relu(a, slope=0.01): return LeakyReLU.apply(_tensor_arg("leaky_relu", a), slope=slope)
+def log_softmax(a, axis=-1): return LogSoftmax.apply(_tensor_arg("log_softmax", a), axis=axis)
+
+
+def matmul(a, b):
+    """a @ b with NumPy's rules: batched over leading dims; 1-D operands become a row / a column."""
+    a, b = _operands("matmul", a, b)
+    a_vec, b_vec = np.ndim(a.data if isinstance(a, Tensor) else a) == 1, \
+        np.ndim(b.data if isinstance(b, Tensor) else b) == 1
+    shape_a, shape_b = np.shape(a.data if isinstance(a, Tensor) else a), np.shape(b.data if isinstance(b, Tensor) else b)
+    if len(shape_a) == 0 or len(shape_b) == 0:
+        raise ValueError(f"matmul expects at least 1-D operands, got shapes {shape_a} and {shape_b}")
+    if shape_a[-1] != shape_b[-2 if len(shape_b) > 1 else 0]:
+        raise ValueError(f"matmul expects a (..., n, k) @ (..., k, m), got shapes {shape_a} and {shape_b}")
+    if a_vec:
+        a = reshape(a, (1, shape_a[0])) if isinstance(a, Tensor) else np.reshape(a, (1, -1))
+    if b_vec:
+        b = reshape(b, (shape_b[0], 1)) if isinstance(b, Tensor) else np.reshape(b, (-1, 1))
+    out = MatMul.apply(a, b)
+    if a_vec or b_vec:
+        out = reshape(out, out.shape[:-2] + (() if a_vec else out.shape[-2:-1]) + (() if b_vec else out.shape[-1:]))
+    return out
+
+
+def where(condition, a, b):
+    """where(c, a, b)_i = a_i if c_i else b_i; the condition is a constant boolean array."""
+    condition = np.asarray(condition.data if isinstance(condition, Tensor) else condition, dtype=bool)
+    a, b = _operands("where", a, b)
+    return Where.apply(a, b, condition=condition)
+
+
+def clip(a, lo=None, hi=None):
+    if lo is None and hi is None:
+        raise ValueError("clip needs at least one of lo, hi")
+    return Clip.apply(_tensor_arg("clip", a), lo=lo, hi=hi)
+
+
+def sum(a, axis=None, keepdims=False):  # noqa: A001
+    return Sum.apply(_tensor_arg("sum", a), axis=axis, keepdims=keepdims)
+
+
+def mean(a, axis=None, keepdims=False):
+    return Mean.apply(_tensor_arg("mean", a), axis=axis, keepdims=keepdims)
+
+
+def max(a, axis=None, keepdims=False):  # noqa: A001
+    return Max.apply(_tensor_arg("max", a), axis=axis, keepdims=keepdims)
+
+
+def min(a, axis=None, keepdims=False):  # noqa: A001
+    return neg(max(neg(a), axis=axis, keepdims=keepdims))
+
+
+def var(a, axis=None, keepdims=False, correction=0):
+    """Variance; correction=0 is the biased (population) estimate, 1 the unbiased one."""
+    return Var.apply(_tensor_arg("var", a), axis=axis, keepdims=keepdims, correction=correction)
+
+
+def reshape(a, *shape):
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = tuple(shape[0])
+    return Reshape.apply(_tensor_arg("reshape", a), shape=tuple(shape))
+
+
+def flatten(a, start_dim=0, end_dim=-1):
+    shape = a.shape
+    start, end = start_dim % len(shape), end_dim % len(shape)
+    new = shape[:start] + (int(np.prod(shape[start:end + 1])),) + shape[end + 1:]
+    return reshape(a, new)
+
+
+def permute(a, *axes):
+    if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
+        axes = tuple(axes[0])
+    return Permute.apply(_tensor_arg("permute", a), axes=tuple(axes))
+
+
+def transpose(a, axis0=-2, axis1=-1):
+    """Swap two axes (the last two by default; a 1-D tensor is returned as is)."""
+    if a.ndim < 2:
+        return a
+    axes = list(range(a.ndim))
+    axes[axis0], axes[axis1] = axes[axis1], axes[axis0]
+    return permute(a, axes)
+
+
+def expand(a, *shape):
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = tuple(shape[0])
+    try:
+        np.broadcast_shapes(a.shape, shape)
+    except ValueError:
+        raise ValueError(f"cannot expand shape {a.shape} to {tuple(shape)}") from None
+    return Expand.apply(_tensor_arg("expand", a), shape=tuple(shape))
+
+
+def getitem(a, index):
+    if isinstance(index, Tensor):
+        index = index.data
+    elif isinstance(index, tuple):
+        index = tuple(i.data if isinstance(i, Tensor) else i for i in index)
+    return GetItem.apply(_tensor_arg("getitem", a), index=index)
+
+
+def concatenate(tensors, axis=0):
+    tensors = list(tensors)
+    _check_same_dtype("concatenate", tensors)
+    return Concatenate.apply(*tensors, axis=axis)
+
+
+def stack(tensors, axis=0):
+    tensors = list(tensors)
+    _check_same_dtype("stack", tensors)
+    return Stack.apply(*tensors, axis=axis)
+
+
+def _check_same_dtype(name, tensors):
+    if not tensors:
+        raise ValueError(f"{name} expects at least one tensor")
+    dtypes = {t.dtype for t in tensors if isinstance(t, Tensor)}
+    if len(dtypes) > 1:
+        raise TypeError(f"{name} expects tensors of one dtype, got {sorted(str(d) for d in dtypes)}")
+
+
+def pad(a, pad_width, value=0.0):
+    """Constant padding; pad_width as in np.pad: ((before, after), ...) per axis."""
+    pad_width = tuple((int(p[0]), int(p[1])) for p in np.broadcast_to(np.asarray(pad_width), (a.ndim, 2)))
+    return Pad.apply(_tensor_arg("pad", a), pad_width=pad_width, value=value)
+
+
+def dropout(a, p=0.5, training=True, rng=None):
+    """Zero each element with probability p, scale the rest by 1/(1-p) (identity when not training)."""
+    if not 0 <= p < 1:
+        raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+    if not training or p == 0:
+        return a
+    from tinyq.tensor import _rng
+    return Dropout.apply(_tensor_arg("dropout", a), p=p, rng=_rng(rng))
+
+
+def cast(a, dtype):
+    dtype = np.dtype(dtype)
+    if a.dtype == dtype:
+        return a
+    return Cast.apply(a, dtype=dtype)
+
+
+def to(a, target):
+    """Tensor.to: a NumPy float dtype casts; a number format (floats.BF16, ...) rounds onto its grid."""
+    if hasattr(target, "mantissa_bits"):
+        from tinyq import lowp
+        return lowp.to_format(a, target)
+    return cast(a, target)
+
+
+# ------------------------------------------------------------- Tensor methods
+def _install_methods():
+    def reflected(fn):
+        return lambda self, other: fn(other, self)
+
+    methods = {
+        "__add__": add, "__radd__": reflected(add), "__sub__": sub, "__rsub__": reflected(sub),
+        "__mul__": mul, "__rmul__": reflected(mul), "__truediv__": div, "__rtruediv__": reflected(div),
+        "__pow__": pow, "__rpow__": reflected(pow), "__matmul__": matmul, "__rmatmul__": reflected(matmul),
+        "__neg__": neg, "__getitem__": getitem,
+        "exp": exp, "log": log, "sqrt": sqrt, "abs": abs, "relu": relu, "sigmoid": sigmoid, "tanh": tanh,
+        "sum": sum, "mean": mean, "max": max, "min": min, "var": var, "clip": clip,
+        "reshape": reshape, "flatten": flatten, "permute": permute, "transpose": transpose,
+        "expand": expand, "matmul": matmul, "log_softmax": log_softmax,
+        "maximum": maximum, "minimum": minimum, "pad": pad,
+    }
+    for name, fn in methods.items():
+        setattr(Tensor, name, fn)
+
+    def argmax(self, axis=None):
+        return np.argmax(self.data, axis=axis)
+
+    def compare(op):
+        return lambda self, other: Tensor(op(self.data, other.data if isinstance(other, Tensor) else other))
+
+    Tensor.argmax = argmax
+    Tensor.__lt__, Tensor.__le__ = compare(np.less), compare(np.less_equal)
+    Tensor.__gt__, Tensor.__ge__ = compare(np.greater), compare(np.greater_equal)
+    Tensor.view = reshape
+
+
+_install_methods()

@@ -244,7 +244,8 @@ def quantize(x, qp: QParams) -> np.ndarray:
     if qp.per_channel and x.shape[qp.axis] != qp.scale.size:
         raise ValueError(f"quantize expects x.shape[{qp.axis}] == {qp.scale.size} channels, got shape {x.shape}")
     ### BEGIN SOLUTION 5.2
-    q = np.rint(x / scale)                                          # float32, round half to even
+    with np.errstate(over="ignore"):                                 # |x / scale| > float32 max: inf, clamped below
+        q = np.rint(x / scale)                                      # float32, round half to even
     lower = np.float32(qp.qmin) - zero_point.astype(np.float32)      # clamp before the integer cast,
     upper = np.float32(qp.qmax) - zero_point.astype(np.float32)      # so huge x cannot overflow it
     q = np.clip(q, lower, upper)

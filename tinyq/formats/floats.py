@@ -131,7 +131,7 @@ class FloatFormat:
         """ulp(x) = 2^(clip(floor(log2|x|), emin, emax) - m): grid spacing in x's binade (float32)."""
         magnitude = np.abs(np.asarray(x, dtype=np.float64))
         _, exponent_plus_one = np.frexp(magnitude)             # |x| = f · 2^k, f in [0.5, 1)
-        exponent = np.clip(exponent_plus_one - 1, self.emin, self.emax)
+        exponent = np.clip(np.where(magnitude > 0, exponent_plus_one - 1, self.emin), self.emin, self.emax)
         spacing = np.ldexp(1.0, exponent - self.mantissa_bits)
         return np.where(np.isfinite(magnitude), spacing, np.nan).astype(np.float32)
 

@@ -1,0 +1,202 @@
+"""Student-copy generator and grader: on the fixture repository, then the invariant on the real one."""
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tinyq.grading import GradingError, MarkerError, format_report, grade, load_exercises, make_student_copy
+from tinyq.grading.grader import reference_root
+
+FIXTURE = Path(__file__).parent / "fixtures" / "minirepo"
+
+
+@pytest.fixture
+def repo(tmp_path):
+    """A private copy of the fixture repository that a test may break."""
+    return Path(shutil.copytree(FIXTURE, tmp_path / "reference"))
+
+
+def rows(report):
+    return {row["id"]: row for row in report["exercises"]}
+
+
+# ---------------------------------------------------------------- generator
+
+def test_student_copy_replaces_every_region(repo, tmp_path):
+    (repo / "tinyq" / "__pycache__").mkdir()
+    (repo / "tinyq" / "__pycache__" / "arith.cpython-311.pyc").write_bytes(b"junk")
+    (repo / ".git").mkdir()
+    (repo / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    counts = make_student_copy(repo, tmp_path / "student")
+    student = tmp_path / "student"
+    assert counts == {"1.1": 1, "1.2": 1, "2.1": 1, "2.2": 1}
+    arith = (student / "tinyq" / "arith.py").read_text(encoding="utf-8")
+    geometry = (student / "tinyq" / "geometry.py").read_text(encoding="utf-8")
+    assert "SOLUTION" not in arith + geometry
+    assert "total = a + b" not in arith and "4 * self.side" not in geometry
+    # the raise sits at the marker's indentation: 4 spaces in a function, 8 in a method, 12 two classes deep
+    assert "\n    raise NotImplementedError('Exercise 1.1: add two numbers — see chapters/01_arith.ipynb')\n" in arith
+    assert "\n        raise NotImplementedError('Exercise 1.2: accumulate" in arith
+    assert "\n            raise NotImplementedError('Exercise 2.1: square area" in geometry
+    assert 'raise ValueError("negative side")' in geometry  # code before a region is kept
+    assert "def untouched(x):\n    return 2 * x" in arith
+    assert not (student / ".git").exists() and not (student / "tinyq" / "__pycache__").exists()
+    # tests are copied verbatim; notebooks lose outputs and execution counts
+    assert (student / "tests" / "test_fixture_arith.py").read_bytes() == \
+        (repo / "tests" / "test_fixture_arith.py").read_bytes()
+    notebook = json.loads((student / "chapters" / "01_arith.ipynb").read_text(encoding="utf-8"))
+    code_cells = [c for c in notebook["cells"] if c["cell_type"] == "code"]
+    assert code_cells and all(c["outputs"] == [] and c["execution_count"] is None for c in code_cells)
+    # the copy imports, and a stripped function raises the exercise's message
+    probe = "import tinyq.arith as a\ntry:\n    a.add(1, 2)\nexcept NotImplementedError as e:\n    print(e)"
+    out = subprocess.run([sys.executable, "-c", probe], cwd=student, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "Exercise 1.1: add two numbers — see chapters/01_arith.ipynb"
+
+
+BAD_MARKERS = {
+    "unclosed": ("def f():\n    ### BEGIN SOLUTION 1.1\n    return 1\n", 2, "never closed"),
+    "nested": ("def f():\n    ### BEGIN SOLUTION 1.1\n    ### BEGIN SOLUTION 1.2\n    return 1\n"
+               "    ### END SOLUTION\n    ### END SOLUTION\n", 3, "cannot nest"),
+    "end without begin": ("def f():\n    return 1\n    ### END SOLUTION\n", 3, "without a BEGIN"),
+    "unknown id": ("def f():\n    ### BEGIN SOLUTION 9.9\n    return 1\n    ### END SOLUTION\n", 2, "unknown exercise id '9.9'"),
+    "missing id": ("def f():\n    ### BEGIN SOLUTION\n    return 1\n    ### END SOLUTION\n", 2, "expected"),
+    "indent mismatch": ("def f():\n    if True:\n        ### BEGIN SOLUTION 1.1\n        return 1\n    ### END SOLUTION\n",
+                        5, "indented differently"),
+    "module level": ("x = 1\n### BEGIN SOLUTION 1.1\ny = 2\n### END SOLUTION\n", 2, "not inside a function"),
+    "partial block": ("def f(x):\n    ### BEGIN SOLUTION 1.1\n    if x:\n    ### END SOLUTION\n        return 1\n",
+                      None, "does not parse"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_MARKERS))
+def test_malformed_markers_name_file_and_line(repo, tmp_path, case):
+    text, line, phrase = BAD_MARKERS[case]
+    (repo / "tinyq" / "bad.py").write_text(text, encoding="utf-8")
+    out = tmp_path / "student"
+    with pytest.raises(MarkerError) as error:
+        make_student_copy(repo, out)
+    message = str(error.value)
+    assert phrase in message
+    location = "tinyq/bad.py:" + (str(line) + ":" if line is not None else "")
+    assert message.startswith(location), message
+    assert not out.exists() or not any(out.iterdir()), "nothing may be written when a marker is malformed"
+
+
+def test_student_copy_refuses_bad_destinations(repo, tmp_path):
+    with pytest.raises(ValueError, match="outside the source"):
+        make_student_copy(repo, repo / "student")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("x")
+    with pytest.raises(ValueError, match="not empty"):
+        make_student_copy(repo, tmp_path / "full")
+    with pytest.raises(ValueError, match="no tinyq/ folder"):
+        make_student_copy(tmp_path / "full", tmp_path / "out")
+
+
+# ---------------------------------------------------------------- grader on the fixture
+
+def test_reference_passes_and_student_copy_fails(repo, tmp_path):
+    make_student_copy(repo, tmp_path / "student")
+    good = grade(repo, reference=repo, timeout=20, json_path=tmp_path / "good.json")
+    assert good["ok"] and good["earned"] == good["points"] == 10
+    assert json.loads((tmp_path / "good.json").read_text())["earned"] == 10
+    bad = grade(tmp_path / "student", reference=repo, timeout=20)
+    status = {ex_id: row["status"] for ex_id, row in rows(bad).items()}
+    assert status == {"1.1": "failed", "1.2": "blocked", "2.1": "failed", "2.2": "failed"}
+    assert not bad["ok"] and bad["earned"] == 0
+    assert rows(bad)["1.2"]["blocked_by"] == ["1.1"]
+    table = format_report(bad)
+    assert "NotImplementedError: Exercise 2.2: square perimeter" in table and "0/4 exercises passed" in table
+
+
+def test_syntax_error_in_one_module_fails_only_its_exercises(repo, tmp_path):
+    geometry = repo / "tinyq" / "geometry.py"
+    geometry.write_text(geometry.read_text() + "\ndef broken(:\n", encoding="utf-8")
+    report = grade(repo, reference=FIXTURE, timeout=20)
+    status = {ex_id: row["status"] for ex_id, row in rows(report).items()}
+    assert status == {"1.1": "passed", "1.2": "passed", "2.1": "failed", "2.2": "failed"}
+    assert "collection error" in rows(report)["2.1"]["tests"][0]["message"]
+    assert "SyntaxError" in rows(report)["2.1"]["tests"][0]["message"]
+
+
+def test_infinite_loop_costs_one_exercise(repo):
+    arith = repo / "tinyq" / "arith.py"
+    arith.write_text(arith.read_text().replace("    total = a + b\n", "    while True:\n        pass\n"))
+    report = grade(repo, reference=FIXTURE, timeout=1)
+    status = {ex_id: row["status"] for ex_id, row in rows(report).items()}
+    assert status == {"1.1": "failed", "1.2": "blocked", "2.1": "passed", "2.2": "passed"}
+    assert "Timeout" in rows(report)["1.1"]["tests"][0]["message"]
+
+
+def test_hang_deaf_to_the_timeout_signal_and_a_crash_are_contained(repo):
+    geometry = repo / "tinyq" / "geometry.py"
+    text = geometry.read_text()
+    text = text.replace("            return self.side * self.side\n",
+                        "            import signal\n            signal.pthread_sigmask(signal.SIG_BLOCK, "
+                        "{signal.SIGALRM})\n            while True:\n                pass\n")
+    text = text.replace("            for _ in range(1):\n", "            import os\n            os._exit(3)\n"
+                                                             "            for _ in range(1):\n")
+    geometry.write_text(text)
+    report = grade(repo, reference=FIXTURE, timeout=1)
+    status = {ex_id: row["status"] for ex_id, row in rows(report).items()}
+    assert status == {"1.1": "passed", "1.2": "passed", "2.1": "failed", "2.2": "failed"}
+    messages = [t["message"] for t in rows(report)["2.1"]["tests"]]
+    assert any("hard timeout" in m for m in messages)
+    assert "crashed" in rows(report)["2.2"]["tests"][0]["message"]
+
+
+def test_grading_one_exercise_runs_it_and_its_prerequisites(repo):
+    report = grade(repo, "1.2", reference=repo, timeout=20)
+    assert [row["id"] for row in report["exercises"]] == ["1.1", "1.2"] and report["ok"]
+    with pytest.raises(ValueError, match="unknown exercise '8.8'"):
+        grade(repo, "8.8", reference=repo)
+
+
+def test_grader_refuses_code_that_is_not_imported_from_path(repo, tmp_path):
+    with pytest.raises(GradingError, match="no tinyq/ folder"):
+        grade(tmp_path / "nothing-here", reference=repo)
+    (repo / "tinyq" / "__init__.py").write_text(f"__path__[:] = [{str(tmp_path / 'elsewhere')!r}]\n")
+    with pytest.raises(GradingError, match="shadows the one being graded"):
+        grade(repo, reference=FIXTURE, timeout=20)
+
+
+def test_unknown_exercise_id_in_a_test_is_reported(repo):
+    (repo / "tests" / "test_fixture_extra.py").write_text(
+        "import pytest\n\n@pytest.mark.exercise('5.5')\ndef test_x():\n    pass\n")
+    report = grade(repo, reference=repo, timeout=20)
+    assert report["unknown_exercise_ids"] == ["5.5"] and not report["ok"]
+
+
+# ---------------------------------------------------------------- the invariant on the real repository
+
+def test_reference_passes_every_exercise_and_student_copy_fails_every_one(tmp_path):
+    """Every exercise in exercises.toml has a solution region and tests; the reference passes all of
+    those tests and the generated student copy fails every single one (so none is vacuous)."""
+    root = reference_root()
+    exercises = load_exercises()
+    counts = make_student_copy(root, tmp_path / "student")
+    assert not [e for e, n in counts.items() if n == 0], f"exercises without a solution region: " \
+        f"{[e for e, n in counts.items() if n == 0]}"
+    probe = subprocess.run([sys.executable, "-c", "import tinyq; print(tinyq.__file__)"], cwd=tmp_path,
+                           env={"PYTHONPATH": str(tmp_path / "student"), "PATH": "/usr/bin:/bin"},
+                           capture_output=True, text=True)
+    assert probe.returncode == 0, probe.stderr
+    assert probe.stdout.strip().startswith(str(tmp_path / "student"))
+
+    reference = grade(root, timeout=120)
+    assert reference["unknown_exercise_ids"] == [], "tests use exercise ids missing from exercises.toml"
+    not_passed = {r["id"]: [t["message"][-300:] for t in r["tests"] if t["outcome"] != "passed"]
+                  for r in reference["exercises"] if r["status"] != "passed"}
+    assert not not_passed, f"the reference must pass every exercise test: {not_passed}"
+    assert set(rows(reference)) == set(exercises)
+
+    student = grade(tmp_path / "student", timeout=120)
+    ref_tests = {t["nodeid"] for r in reference["exercises"] for t in r["tests"]}
+    student_tests = {t["nodeid"]: t for r in student["exercises"] for t in r["tests"]}
+    passing = sorted(n for n, t in student_tests.items() if t["outcome"] == "passed")
+    assert not passing, f"exercise tests that pass without the solution (vacuous): {passing}"
+    assert ref_tests <= set(student_tests)
+    assert all(r["status"] != "passed" for r in student["exercises"])

@@ -65,6 +65,7 @@ def cross_entropy(logits, labels, label_smoothing: float = 0.0, reduction: str =
         raise ValueError(f"cross_entropy expects logits (N, C), got shape {logits.shape}")
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
+    labels = _labels(labels, logits.shape[0], logits.shape[1], "cross_entropy")
     log_probs = ops.log_softmax(logits, axis=1)
     losses = nll_loss(log_probs, labels, reduction="none")
     if label_smoothing:

@@ -1,0 +1,86 @@
+"""im2col/col2im against naive loops, conv and pooling forward against direct definitions."""
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import tinyq as tq
+from tinyq import functional as F
+from tinyq.convolution import col2im, im2col
+
+
+def _im2col_loops(x, kernel, stride, dilation):
+    n, c, h, w = x.shape
+    (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
+    oh, ow = (h - dh * (kh - 1) - 1) // sh + 1, (w - dw * (kw - 1) - 1) // sw + 1
+    out = np.zeros((n, c, oh, ow, kh, kw), dtype=x.dtype)
+    for i in range(oh):
+        for j in range(ow):
+            for a in range(kh):
+                for b in range(kw):
+                    out[:, :, i, j, a, b] = x[:, :, i * sh + a * dh, j * sw + b * dw]
+    return out
+
+
+geometry = st.tuples(st.integers(1, 3), st.integers(1, 3), st.integers(1, 3), st.integers(1, 3),
+                     st.integers(1, 2), st.integers(1, 2))
+
+
+@pytest.mark.exercise("2.1")
+@settings(max_examples=40, deadline=None)
+@given(geometry, st.integers(0, 3))
+def test_im2col_matches_loops(geo, extra):
+    kh, kw, sh, sw, dh, dw = geo
+    h, w = dh * (kh - 1) + 1 + extra, dw * (kw - 1) + 1 + 2 * extra
+    x = np.random.default_rng(extra).standard_normal((2, 3, h, w))
+    got = im2col(x, (kh, kw), (sh, sw), (dh, dw))
+    np.testing.assert_array_equal(got, _im2col_loops(x, (kh, kw), (sh, sw), (dh, dw)))
+
+
+@pytest.mark.exercise("2.1")
+def test_conv2d_equals_the_direct_sum():
+    rng = np.random.default_rng(0)
+    x, w, b = rng.standard_normal((2, 3, 6, 5)), rng.standard_normal((4, 3, 3, 2)), rng.standard_normal(4)
+    out = F.conv2d(tq.tensor(x), tq.tensor(w), tq.tensor(b), stride=(2, 1)).data
+    expected = np.zeros_like(out)
+    for o in range(4):
+        for i in range(out.shape[2]):
+            for j in range(out.shape[3]):
+                expected[:, o, i, j] = np.sum(x[:, :, 2 * i:2 * i + 3, j:j + 2] * w[o], axis=(1, 2, 3)) + b[o]
+    np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
+
+
+@settings(max_examples=30, deadline=None)
+@given(geometry, st.integers(0, 2))
+def test_col2im_is_the_adjoint_of_im2col(geo, extra):
+    """<im2col(x), c> == <x, col2im(c)> for all x, c: the definition of the adjoint."""
+    kh, kw, sh, sw, dh, dw = geo
+    shape = (1, 2, dh * (kh - 1) + 1 + extra, dw * (kw - 1) + 1 + extra)
+    rng = np.random.default_rng(extra)
+    x = rng.standard_normal(shape)
+    cols = im2col(x, (kh, kw), (sh, sw), (dh, dw))
+    c = rng.standard_normal(cols.shape)
+    assert np.sum(cols * c) == pytest.approx(np.sum(x * col2im(c, shape, (sh, sw), (dh, dw))), rel=1e-10)
+
+
+def test_grouped_conv_equals_separate_convs():
+    rng = np.random.default_rng(1)
+    x, w = rng.standard_normal((2, 4, 5, 5)), rng.standard_normal((6, 2, 3, 3))
+    out = F.conv2d(tq.tensor(x), tq.tensor(w), groups=2, padding=1).data
+    first = F.conv2d(tq.tensor(x[:, :2]), tq.tensor(w[:3]), padding=1).data
+    second = F.conv2d(tq.tensor(x[:, 2:]), tq.tensor(w[3:]), padding=1).data
+    np.testing.assert_allclose(out, np.concatenate([first, second], axis=1), rtol=1e-12)
+
+
+def test_max_pool_and_avg_pool_match_their_definitions():
+    x = np.random.default_rng(2).standard_normal((2, 3, 4, 6))
+    np.testing.assert_array_equal(F.max_pool2d(tq.tensor(x), 2).data, x.reshape(2, 3, 2, 2, 3, 2).max(axis=(3, 5)))
+    np.testing.assert_allclose(F.avg_pool2d(tq.tensor(x), 2).data, x.reshape(2, 3, 2, 2, 3, 2).mean(axis=(3, 5)))
+    np.testing.assert_allclose(F.adaptive_avg_pool2d(tq.tensor(x), (2, 3)).data,
+                               x.reshape(2, 3, 2, 2, 3, 2).mean(axis=(3, 5)))
+    np.testing.assert_allclose(F.global_avg_pool2d(tq.tensor(x)).data, x.mean(axis=(2, 3)))
+
+
+def test_max_pool_padding_never_wins():
+    x = -np.ones((1, 1, 2, 2))
+    out = F.max_pool2d(tq.tensor(x), 2, stride=1, padding=1).data
+    assert np.all(out == -1.0)

@@ -1,0 +1,215 @@
+"""Every op: gradients by finite differences (the registry), dtype rules, forward values, bad input."""
+import numpy as np
+import pytest
+
+import tinyq as tq
+from tinyq import functional as F, ops
+from tinyq.gradcheck import REGISTRY, GradcheckError, gradcheck
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_gradcheck_registry(name, seed):
+    case = REGISTRY[name]
+    gradcheck(case.fn, case.make_inputs(np.random.default_rng(seed)), name=name)
+
+
+def test_gradcheck_catches_a_wrong_gradient():
+    class WrongSquare(tq.Function):
+        @staticmethod
+        def forward(ctx, a):
+            ctx.save_for_backward(a)
+            return a * a
+
+        @staticmethod
+        def backward(ctx, grad):
+            (a,) = ctx.saved_tensors
+            return grad * a                        # should be 2a
+    with pytest.raises(GradcheckError, match=r"wrong_square: gradient of input 0 .* index"):
+        gradcheck(WrongSquare.apply, [np.array([1.0, -2.0, 3.0])], name="wrong_square")
+
+
+# ------------------------------------------------------------------ exercises
+@pytest.mark.exercise("1.2")
+@pytest.mark.parametrize("seed", range(4))
+def test_mul_backward_matches_finite_differences(seed):
+    gradcheck(ops.mul, REGISTRY["mul"].make_inputs(np.random.default_rng(seed)), name="mul")
+
+
+@pytest.mark.exercise("1.2")
+def test_mul_backward_product_rule_and_broadcast():
+    a = tq.tensor(np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]), requires_grad=True)
+    b = tq.tensor(np.array([10.0, 20.0, 30.0]), requires_grad=True)
+    (a * b).sum().backward()
+    np.testing.assert_array_equal(a.grad, np.broadcast_to(b.data, (2, 3)))
+    np.testing.assert_array_equal(b.grad, [5.0, 7.0, 9.0])
+
+
+@pytest.mark.exercise("1.3")
+@pytest.mark.parametrize("name", ["matmul", "matmul_batched", "matmul_vector", "linear"])
+def test_matmul_backward_matches_finite_differences(name):
+    case = REGISTRY[name]
+    gradcheck(case.fn, case.make_inputs(np.random.default_rng(3)), name=name)
+
+
+@pytest.mark.exercise("1.3")
+def test_matmul_backward_formula():
+    rng = np.random.default_rng(0)
+    a = tq.tensor(rng.standard_normal((3, 4)), requires_grad=True)
+    b = tq.tensor(rng.standard_normal((4, 2)), requires_grad=True)
+    upstream = rng.standard_normal((3, 2))
+    (a @ b).backward(upstream)
+    np.testing.assert_allclose(a.grad, upstream @ b.data.T, rtol=1e-12)
+    np.testing.assert_allclose(b.grad, a.data.T @ upstream, rtol=1e-12)
+
+
+@pytest.mark.exercise("2.2")
+def test_log_softmax_backward_matches_finite_differences():
+    for seed in range(3):
+        gradcheck(lambda a: ops.log_softmax(a, axis=1), [np.random.default_rng(seed).standard_normal((3, 5))],
+                  name="log_softmax")
+
+
+@pytest.mark.exercise("2.2")
+def test_cross_entropy_gradient_is_p_minus_y():
+    rng = np.random.default_rng(1)
+    logits = tq.tensor(rng.standard_normal((4, 6)) * 3, requires_grad=True)
+    labels = np.array([0, 5, 2, 2])
+    F.cross_entropy(logits, labels).backward()
+    p = np.exp(logits.data - logits.data.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    p[np.arange(4), labels] -= 1
+    np.testing.assert_allclose(logits.grad, p / 4, rtol=1e-10, atol=1e-12)
+
+
+# ------------------------------------------------------------------ forward values
+def test_log_softmax_is_stable_for_huge_logits():
+    out = ops.log_softmax(tq.tensor(np.array([[1000.0, 0.0, -1000.0]])))
+    np.testing.assert_allclose(out.data, [[0.0, -1000.0, -2000.0]])
+    np.testing.assert_allclose(F.softmax(tq.tensor(np.array([[1e4, 1e4]]))).data, [[0.5, 0.5]])
+
+
+def test_sigmoid_does_not_overflow():
+    with np.errstate(over="raise"):
+        out = ops.sigmoid(tq.tensor(np.array([-1000.0, 0.0, 1000.0], dtype=np.float32)))
+    np.testing.assert_array_equal(out.data, [0.0, 0.5, 1.0])
+
+
+def test_binary_cross_entropy_with_logits_matches_the_definition():
+    x = np.array([-3.0, 0.5, 2.0])
+    y = np.array([0.0, 1.0, 0.3])
+    s = 1 / (1 + np.exp(-x))
+    expected = np.mean(-y * np.log(s) - (1 - y) * np.log(1 - s))
+    got = F.binary_cross_entropy_with_logits(tq.tensor(x), y).item()
+    assert got == pytest.approx(expected, rel=1e-12)
+
+
+def test_kl_div_of_equal_distributions_is_zero_and_positive_otherwise():
+    p = np.array([[0.2, 0.3, 0.5], [0.0, 0.5, 0.5]])
+    log_q = tq.tensor(np.log(np.where(p > 0, p, 1e-30)))
+    assert F.kl_div(log_q, p).item() == pytest.approx(0.0, abs=1e-12)
+    other = tq.tensor(np.log(np.full((2, 3), 1 / 3)))
+    expected = np.sum(p[p > 0] * np.log(p[p > 0] * 3)) / 2
+    assert F.kl_div(other, p).item() == pytest.approx(expected, rel=1e-12)
+
+
+def test_label_smoothing_matches_the_smoothed_target_formula():
+    rng = np.random.default_rng(2)
+    logits = rng.standard_normal((3, 4))
+    labels = np.array([1, 0, 3])
+    eps = 0.2
+    target = np.full((3, 4), eps / 4)
+    target[np.arange(3), labels] += 1 - eps
+    log_p = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+    expected = -(target * log_p).sum(1).mean()
+    got = F.cross_entropy(tq.tensor(logits), labels, label_smoothing=eps).item()
+    assert got == pytest.approx(expected, rel=1e-12)
+
+
+def test_max_and_maximum_split_ties_evenly():
+    x = tq.tensor(np.array([1.0, 3.0, 3.0]), requires_grad=True)
+    x.max().backward()
+    np.testing.assert_array_equal(x.grad, [0.0, 0.5, 0.5])
+
+
+def test_getitem_with_repeated_indices_accumulates():
+    x = tq.tensor(np.arange(4.0), requires_grad=True)
+    x[np.array([1, 1, 3])].sum().backward()
+    np.testing.assert_array_equal(x.grad, [0.0, 2.0, 0.0, 1.0])
+
+
+def test_dropout_is_reproducible_and_scaled():
+    x = tq.ones(1000)
+    a = ops.dropout(x, 0.25, rng=np.random.default_rng(3))
+    b = ops.dropout(x, 0.25, rng=np.random.default_rng(3))
+    np.testing.assert_array_equal(a.data, b.data)
+    assert set(np.unique(a.data)) <= {0.0, np.float32(1 / 0.75)}
+    assert ops.dropout(x, 0.25, training=False) is x
+
+
+# --------------------------------------------------------------------- dtype rules
+def _as(arrays, dtype):
+    return [np.asarray(a, dtype=dtype) for a in arrays]
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_low_precision_inputs_keep_their_dtype_through_forward_and_backward(name, dtype):
+    """Rule: an op on float16 (float32) tensors returns float16 (float32) and gradients come back in the
+    parameter's dtype; nothing silently becomes float64."""
+    case = REGISTRY[name]
+    inputs = [tq.tensor(a, requires_grad=True) for a in _as(case.make_inputs(np.random.default_rng(0)), dtype)]
+    out = case.fn(*inputs)
+    assert out.dtype == dtype, f"{name}: {dtype.__name__} inputs gave {out.dtype}"
+    out.sum().backward()
+    for t in inputs:
+        if t.grad is not None:
+            assert t.grad.dtype == dtype, f"{name}: gradient dtype {t.grad.dtype}"
+
+
+def test_mixed_float_dtypes_raise_a_clear_error():
+    a = tq.ones(2, dtype=np.float16)
+    b = tq.ones(2, dtype=np.float32)
+    with pytest.raises(TypeError, match="float16 and float32"):
+        a + b
+    with pytest.raises(TypeError, match="conv2d expects input, weight and bias of one dtype"):
+        F.conv2d(tq.ones(1, 1, 3, 3), tq.ones(1, 1, 2, 2, dtype=np.float64))
+
+
+def test_constants_take_the_tensor_dtype():
+    x = tq.ones(2, dtype=np.float16)
+    assert (x * np.float64(3.0)).dtype == np.float16
+    assert (x + np.ones(2)).dtype == np.float16
+    assert (2.0 * x).dtype == np.float16
+    assert (np.ones(2) - x).dtype == np.float16
+
+
+def test_cast_is_differentiable_and_returns_gradients_in_the_input_dtype():
+    x = tq.tensor(np.array([1.0, 2.0], dtype=np.float32), requires_grad=True)
+    y = x.to(np.float64) * 3.0
+    assert y.dtype == np.float64
+    y.sum().backward()
+    assert x.grad.dtype == np.float32
+    np.testing.assert_array_equal(x.grad, [3.0, 3.0])
+
+
+# -------------------------------------------------------------------- bad input
+def test_shape_errors_say_what_was_expected_and_what_came():
+    with pytest.raises(ValueError, match=r"\(2, 3\) @ .*\(4, 5\)|shapes \(2, 3\) and \(4, 5\)"):
+        tq.ones(2, 3) @ tq.ones(4, 5)
+    with pytest.raises(ValueError, match=r"cannot reshape .*\(2, 3\).* into shape \(4,\)"):
+        tq.ones(2, 3).reshape(4)
+    with pytest.raises(ValueError, match=r"cross_entropy expects labels of shape \(2,\), got \(3,\)"):
+        F.cross_entropy(tq.ones(2, 5), np.array([0, 1, 2]))
+    with pytest.raises(ValueError, match=r"labels in \[0, 5\)"):
+        F.cross_entropy(tq.ones(2, 5), np.array([0, 5]))
+    with pytest.raises(TypeError, match="integer class labels"):
+        F.cross_entropy(tq.ones(2, 5), np.array([0.0, 1.0]))
+    with pytest.raises(ValueError, match=r"axis 3 is out of range"):
+        tq.ones(2, 3).sum(axis=3)
+    with pytest.raises(ValueError, match=r"conv2d expects input \(N, 3, H, W\), got \(1, 2, 5, 5\)"):
+        F.conv2d(tq.ones(1, 2, 5, 5), tq.ones(4, 3, 3, 3))
+    with pytest.raises(ValueError, match="does not fit"):
+        F.conv2d(tq.ones(1, 1, 2, 2), tq.ones(1, 1, 3, 3))
+    with pytest.raises(ValueError, match="reduction must be one of"):
+        F.mse_loss(tq.ones(2), tq.ones(2), reduction="avg")

@@ -234,7 +234,9 @@ def _check_input(x, qp: QParams, who: str) -> np.ndarray:
 
 
 def quantize(x, qp: QParams) -> np.ndarray:
-    """q = clamp(round_half_even(x / scale) + zero_point, qmin, qmax), as the smallest integer dtype (int8, uint16, ...).
+    """q = clamp(round_half_even(x / scale) + zero_point, qmin, qmax), in the smallest integer dtype that fits.
+
+    The dtype is int8/uint8 up to 8 bits, int16/uint16 up to 16 (QParams.dtype).
 
     x is cast to float32; ±inf saturates to qmin/qmax; NaN raises ValueError.
     Per-channel: scale and zero_point broadcast along qp.axis.

@@ -84,7 +84,8 @@ class Observer:
     def calculate_qparams(self) -> QParams:
         """QParams covering _clip_range() with this observer's bits/symmetric/signed/narrow_range."""
         if not self.has_data:
-            raise RuntimeError(f"{type(self).__name__} has observed no data; call observe(x) before calculate_qparams()")
+            raise RuntimeError(f"{type(self).__name__} has observed no data; "
+                               "call observe(x) before calculate_qparams()")
         lo, hi = self._clip_range()
         return calculate_qparams(lo, hi, bits=self.bits, symmetric=self.symmetric, signed=self.signed,
                                  axis=self._channel_axis, narrow_range=self.narrow_range, eps=self.eps)

@@ -122,13 +122,16 @@ def student_command(args) -> int:
          args=[arg("path", nargs="?", default=".", help="root of the copy to grade"),
                arg("--exercise", default=None, help="grade only this exercise id (and its prerequisites)"),
                arg("--json", default="grade-report.json", dest="json_path", metavar="FILE", help="where to write the JSON report"),
-               arg("--timeout", type=float, default=60.0, help="seconds allowed per test")])
+               arg("--timeout", type=float, default=60.0, help="seconds allowed per test"),
+               arg("--reference", default=None, metavar="REPO",
+                   help="repository whose tests and exercises.toml to use (default: the installed tinyq's)")])
 def grade_command(args) -> int:
     """Run the reference tests of every exercise against the tinyq at PATH; print passed / failed /
     blocked (by a failed prerequisite) with points, write a JSON report, exit 1 unless all passed."""
     from .grading import format_report, grade
 
-    report = grade(args.path, args.exercise, timeout=args.timeout, json_path=args.json_path)
+    report = grade(args.path, args.exercise, reference=args.reference, timeout=args.timeout,
+                   json_path=args.json_path)
     print(format_report(report))
     print(f"report written to {args.json_path}")
     return 0 if report["ok"] else 1

@@ -7,16 +7,25 @@ of size (KH, KW), stride s, dilation d and (already applied) padding:
     cols[n, c, oh, ow, i, j] = x[n, c, oh s + i d, ow s + j d]
     out[n, o, oh, ow] = sum_{c,i,j} w[o, c, i, j] cols[n, c, oh, ow, i, j] + b[o]
 
-so a convolution is one matmul of the weight matrix (O, C KH KW) with the
-patches, and its input gradient scatters the patch gradients back (col2im).
+so a convolution is, per image, one matmul of the weight matrix (O, C KH KW) with
+the image's patch matrix (C KH KW, OH OW), and its input gradient scatters the
+patch gradients back (col2im). col2im and max-pooling use the compiled loops of
+tinyq.kernels.im2col when numba can JIT, and the NumPy code here otherwise.
 """
 from __future__ import annotations
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from tinyq import kernels
 from tinyq.function import Function
+from tinyq.kernels import im2col as kernels_im2col
 from tinyq.tensor import Tensor
+
+# Compiled numba loops for col2im and max-pooling when numba can JIT (not under NUMBA_DISABLE_JIT=1),
+# else the NumPy code below; both give the same numbers. Only float32/float64 go to numba.
+USE_NUMBA = kernels.JIT_AVAILABLE
+_JIT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def _pair(value, name) -> tuple:
@@ -66,7 +75,23 @@ def _unpad_spatial(x, padding):
     return x[:, :, ph: x.shape[2] - ph, pw: x.shape[3] - pw]
 
 
+def _col2im_patches(cols: np.ndarray, padded_shape: tuple, stride, dilation) -> np.ndarray:
+    """col2im for patches stored as (N, C, KH, KW, OH, OW): compiled loops if numba can JIT, else NumPy."""
+    if USE_NUMBA and cols.dtype in _JIT_DTYPES:
+        return kernels_im2col.col2im(cols, padded_shape, stride, dilation)
+    return col2im(cols.transpose(0, 1, 4, 5, 2, 3), padded_shape, stride, dilation)
+
+
 class Conv2d(Function):
+    """One matrix product per image (NumPy broadcasts it over the batch and the groups):
+
+        forward     out[n, g]    = W[g] cols[n, g]           (O/G, C/G*KH*KW) @ (C/G*KH*KW, OH*OW)
+        backward    grad_W[g]    = sum_n grad[n, g] cols[n, g]^T
+                    grad_cols    = W[g]^T grad[n, g]          then col2im
+    With the patches of one image as the columns of cols[n, g], the product comes out
+    as (O, OH*OW) per image, which is already NCHW: no transpose of the output.
+    """
+
     @staticmethod
     def forward(ctx, x, weight, bias=None, *, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1):
         n, c = x.shape[:2]
@@ -74,15 +99,13 @@ class Conv2d(Function):
         xp = _pad_spatial(x, padding)
         windows = im2col(xp, (kh, kw), stride, dilation)                  # (N, C, OH, OW, KH, KW) view
         oh, ow = windows.shape[2:4]
-        # patches as rows: (G, N*OH*OW, C/G*KH*KW); this reshape is the one copy of im2col
+        # (N, G, C/G, KH, KW, OH, OW) -> (N, G, C/G*KH*KW, OH*OW): this reshape is the one copy of im2col
         cols = windows.reshape(n, groups, c_per_group, oh, ow, kh, kw) \
-            .transpose(1, 0, 3, 4, 2, 5, 6).reshape(groups, n * oh * ow, c_per_group * kh * kw)
+            .transpose(0, 1, 2, 5, 6, 3, 4).reshape(n, groups, c_per_group * kh * kw, oh * ow)
         w = weight.reshape(groups, out_channels // groups, c_per_group * kh * kw)
-        out = np.matmul(cols, w.transpose(0, 2, 1))                       # (G, N*OH*OW, O/G)
-        out = out.reshape(groups, n, oh, ow, out_channels // groups).transpose(1, 0, 4, 2, 3) \
-            .reshape(n, out_channels, oh, ow)
+        out = np.matmul(w, cols).reshape(n, out_channels, oh, ow)         # (N, G, O/G, OH*OW) is NCHW
         if bias is not None:
-            out += bias.reshape(1, -1, 1, 1)
+            out += bias.reshape(-1, 1, 1)
         ctx.save_for_backward(cols, w)
         ctx.geometry = (xp.shape, (kh, kw), (oh, ow), stride, padding, dilation, groups)
         return out
@@ -93,17 +116,14 @@ class Conv2d(Function):
         xp_shape, (kh, kw), (oh, ow), stride, padding, dilation, groups = ctx.geometry
         n, c = xp_shape[:2]
         out_channels = grad.shape[1]
-        # grad as rows matching cols: (G, N*OH*OW, O/G)
-        g = grad.reshape(n, groups, out_channels // groups, oh, ow).transpose(1, 0, 3, 4, 2) \
-            .reshape(groups, n * oh * ow, out_channels // groups)
-        grad_w = np.matmul(g.transpose(0, 2, 1), cols).reshape(out_channels, c // groups, kh, kw)
+        g = grad.reshape(n, groups, out_channels // groups, oh * ow)
+        grad_w = np.matmul(g, cols.transpose(0, 1, 3, 2)).sum(axis=0).reshape(out_channels, c // groups, kh, kw)
         grad_bias = grad.sum(axis=(0, 2, 3)) if len(ctx.inputs) > 2 and ctx.inputs[2] is not None else None
         grad_x = None
         if isinstance(ctx.inputs[0], Tensor) and ctx.inputs[0].requires_grad:
-            grad_cols = np.matmul(g, w)                                   # (G, N*OH*OW, C/G*KH*KW)
-            grad_cols = grad_cols.reshape(groups, n, oh, ow, c // groups, kh, kw) \
-                .transpose(1, 0, 4, 2, 3, 5, 6).reshape(n, c, oh, ow, kh, kw)
-            grad_x = _unpad_spatial(col2im(grad_cols, xp_shape, stride, dilation), padding)
+            grad_cols = np.matmul(w.transpose(0, 2, 1), g)                # (N, G, C/G*KH*KW, OH*OW)
+            grad_cols = grad_cols.reshape(n, c, kh, kw, oh, ow)
+            grad_x = _unpad_spatial(_col2im_patches(grad_cols, xp_shape, stride, dilation), padding)
         return grad_x, grad_w, grad_bias
 
 
@@ -111,6 +131,10 @@ class MaxPool2d(Function):
     @staticmethod
     def forward(ctx, x, *, kernel_size, stride, padding, dilation=(1, 1)):
         xp = _pad_spatial(x, padding, value=-np.inf)
+        if USE_NUMBA and x.dtype in _JIT_DTYPES:                          # compiled loops: max + where it was
+            out, ctx.plane_index = kernels_im2col.max_pool2d(xp, kernel_size, stride, dilation)
+            ctx.geometry = (xp.shape, None, stride, padding, dilation)
+            return out
         windows = im2col(xp, kernel_size, stride, dilation)
         n, c, oh, ow, kh, kw = windows.shape
         flat = windows.reshape(n, c, oh, ow, kh * kw)
@@ -121,6 +145,8 @@ class MaxPool2d(Function):
     @staticmethod
     def backward(ctx, grad):                       # the gradient flows only to each window's maximum
         xp_shape, windows_shape, stride, padding, dilation = ctx.geometry
+        if windows_shape is None:                  # compiled path: scatter-add at the remembered positions
+            return _unpad_spatial(kernels_im2col.max_pool2d_backward(grad, ctx.plane_index, xp_shape), padding)
         n, c, oh, ow, kh, kw = windows_shape
         grad_cols = np.zeros((n, c, oh, ow, kh * kw), dtype=grad.dtype)
         np.put_along_axis(grad_cols, ctx.index, grad[..., None], axis=-1)

@@ -1,0 +1,277 @@
+"""Quantization-aware training: swap Linear/Conv2d for layers that fake-quantize, train, convert.
+
+    y = fq_output( layer( fq_input(x), fq_weight(W) ) + b )
+
+    qmodel = prepare_qat(model, QuantConfig.uniform(bits=4, fake_quant="lsq"))   # a new model
+    ... train qmodel with any optimizer over qmodel.parameters() ...
+    qsim = convert(qmodel)            # qparams frozen: the quantized-simulation model
+    quantized_weights(qsim)           # {"0.weight": QTensor, ...}
+    model_size_bytes(qsim)            # bytes actually stored (packed weights + qparams + int32 biases)
+
+The same layers serve post-training quantization (tinyq.quant.ptq): there every quantizer is
+an observer-driven FakeQuantize that only observes during calibration.
+"""
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+
+from tinyq import functional as F
+from tinyq.nn import Conv2d, Linear, Module, Parameter
+from tinyq.quant.config import QConfig, QuantConfig, QuantSpec
+from tinyq.quant.fake_quant import FakeQuantize, LSQQuantizer, PACTQuantizer
+from tinyq.quant.qtensor import QTensor
+
+__all__ = ["QuantLinear", "QuantConv2d", "QUANTIZERS", "make_quantizer", "quantize_layers", "prepare_qat",
+           "convert", "quantized_weights", "model_size_bytes", "regularization_loss", "set_observers",
+           "set_fake_quant", "quantizable_layers"]
+
+QUANTIZERS = (FakeQuantize, LSQQuantizer, PACTQuantizer)
+TENSOR_ROLES = ("weight", "input", "output")
+
+
+def make_quantizer(spec: QuantSpec, role: str, weight: np.ndarray | None = None, observe_only: bool = False,
+                   pact_alpha_l2: float = 0.0) -> Module:
+    """The quantizer module for one tensor: FakeQuantize (ste, or any kind when observe_only), LSQ or PACT.
+
+    role "weight": the observer sees only the current weight (reset each call); an LSQ step starts from it.
+    observe_only: PTQ calibration — an observer-driven FakeQuantize with fake quantization off.
+    """
+    if role not in TENSOR_ROLES:
+        raise ValueError(f"make_quantizer expects role in {TENSOR_ROLES}, got {role!r}")
+    axis = spec.axis if spec.per_channel else None
+    if observe_only or spec.fake_quant == "ste":
+        quantizer = FakeQuantize(spec.observer, bits=spec.bits, symmetric=spec.symmetric, signed=spec.is_signed,
+                                 axis=axis, narrow_range=spec.narrow_range, reset_each_call=role == "weight",
+                                 **spec.observer_kwargs)
+        return quantizer.enable_fake_quant(not observe_only)
+    if spec.fake_quant == "lsq":
+        if role == "weight":
+            channels = None if axis is None else weight.shape[axis]
+            return LSQQuantizer(spec.bits, spec.is_signed, spec.narrow_range, axis=axis, num_channels=channels,
+                                activation=False).init_from(weight)
+        if axis is not None:
+            raise ValueError("LSQ for activations is per-tensor here; set per_channel=False in the input spec")
+        return LSQQuantizer(spec.bits, spec.is_signed, spec.narrow_range, activation=True)
+    if role == "weight":
+        raise ValueError("pact quantizes activations, not weights")
+    return PACTQuantizer(spec.bits, alpha_l2=pact_alpha_l2)
+
+
+class _QuantLayer(Module):
+    """Shared by QuantLinear and QuantConv2d: weight/bias Parameters plus weight/input/output quantizers."""
+
+    def _setup(self, layer, qconfig: QConfig, observe_only: bool, pact_alpha_l2: float):
+        if not isinstance(qconfig, QConfig):
+            raise TypeError(f"{type(self).__name__} expects a QConfig, got {type(qconfig).__name__}")
+        self.qconfig = qconfig
+        self.weight = Parameter(layer.weight.data.copy())
+        self.register_parameter("bias", None if layer.bias is None else Parameter(layer.bias.data.copy()))
+        for role in TENSOR_ROLES:
+            spec = getattr(qconfig, role)
+            quantizer = None if spec is None else make_quantizer(spec, role, self.weight.data, observe_only,
+                                                                 pact_alpha_l2)
+            setattr(self, f"{role}_quant", quantizer)
+
+    @classmethod
+    def from_float(cls, layer, qconfig: QConfig, **options) -> "_QuantLayer":
+        """The quantized-training version of a float layer (its weight and bias copied)."""
+        return cls(layer, qconfig, **options)
+
+    def _layer(self, x, weight):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward(self, x):
+        if self.input_quant is not None:
+            x = self.input_quant(x)
+        weight = self.weight if self.weight_quant is None else self.weight_quant(self.weight)
+        y = self._layer(x, weight)
+        return y if self.output_quant is None else self.output_quant(y)
+
+    def quantized_weight(self) -> QTensor:
+        """The weight as integer codes + QParams (needs frozen or observed qparams)."""
+        if self.weight_quant is None:
+            raise RuntimeError("this layer's weight is not quantized (its QConfig has weight=None)")
+        return QTensor.quantize(self.weight.data, self.weight_quant.qparams)
+
+
+class QuantLinear(_QuantLayer):
+    """y = fq(x) fq(W)^T + b."""
+
+    def __init__(self, linear: Linear, qconfig: QConfig, observe_only: bool = False, pact_alpha_l2: float = 0.0):
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self._setup(linear, qconfig, observe_only, pact_alpha_l2)
+
+    def _layer(self, x, weight):
+        if x.ndim < 1 or x.shape[-1] != self.in_features:
+            raise ValueError(f"QuantLinear expects input (N, {self.in_features}), got {x.shape}")
+        return F.linear(x, weight, self.bias)
+
+    def extra_repr(self):
+        return f"in_features={self.in_features}, out_features={self.out_features}"
+
+
+class QuantConv2d(_QuantLayer):
+    """out = conv2d(fq(x), fq(W)) + b."""
+
+    def __init__(self, conv: Conv2d, qconfig: QConfig, observe_only: bool = False, pact_alpha_l2: float = 0.0):
+        super().__init__()
+        for name in ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups"):
+            setattr(self, name, getattr(conv, name))
+        self._setup(conv, qconfig, observe_only, pact_alpha_l2)
+
+    def _layer(self, x, weight):
+        return F.conv2d(x, weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+    def extra_repr(self):
+        return f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
+
+
+_SWAPS = {Linear: QuantLinear, Conv2d: QuantConv2d}
+
+
+def replace_child(parent: Module, name: str, module: Module) -> None:
+    """parent.<name> = module, keeping its position among the children (a Sequential runs them in that order).
+
+    Plain setattr on Module re-registers the name at the end of the children, which would reorder a Sequential.
+    """
+    parent._modules[name] = module
+    object.__setattr__(parent, name, module)
+
+
+def quantizable_layers(model: Module) -> list:
+    """Names of the Linear/Conv2d layers (as named_modules names them) that a QuantConfig can address."""
+    return [name for name, module in model.named_modules() if type(module) in _SWAPS]
+
+
+def quantize_layers(model: Module, config: QuantConfig, observe_only: bool = False,
+                    pact_alpha_l2: float = 0.0) -> Module:
+    """A deep copy of model with every configured Linear/Conv2d replaced by its Quant* layer."""
+    if not isinstance(model, Module):
+        raise TypeError(f"expected an nn.Module, got {type(model).__name__}")
+    if not isinstance(config, QuantConfig):
+        raise TypeError(f"expected a QuantConfig, got {type(config).__name__}")
+    names = quantizable_layers(model)
+    config.check_layer_names(names)
+    model = copy.deepcopy(model)
+    if type(model) in _SWAPS:                          # the model is a single layer
+        qconfig = config.for_layer("")
+        return model if qconfig is None else _SWAPS[type(model)](model, qconfig, observe_only, pact_alpha_l2)
+    for parent_name, parent in list(model.named_modules()):
+        for child_name, child in list(parent._modules.items()):
+            if type(child) not in _SWAPS:
+                continue
+            qconfig = config.for_layer(f"{parent_name}.{child_name}" if parent_name else child_name)
+            if qconfig is not None:
+                replace_child(parent, child_name, _SWAPS[type(child)](child, qconfig, observe_only, pact_alpha_l2))
+    return model
+
+
+def prepare_qat(model: Module, config: QuantConfig | None = None, fold_bn: bool = True,
+                pact_alpha_l2: float = 0.0) -> Module:
+    """A new model whose Linear/Conv2d fake-quantize as configured (BatchNorm folded first), in train mode."""
+    from tinyq.quant.ptq import fold_batchnorm
+
+    config = QuantConfig() if config is None else config
+    source = fold_batchnorm(model) if fold_bn else model
+    return quantize_layers(source, config, observe_only=False, pact_alpha_l2=pact_alpha_l2).train()
+
+
+def _layers(model: Module):
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, _QuantLayer)]
+
+
+def convert(model: Module) -> Module:
+    """A copy with every quantizer frozen to its current QParams: the quantized-simulation model (eval mode).
+
+    Weight ranges are taken from the final weights; input/output ranges from what the observers
+    saw (PTQ calibration or QAT), or from the learned LSQ step / PACT clip.
+    """
+    model = copy.deepcopy(model)
+    for name, layer in _layers(model):
+        for role in TENSOR_ROLES:
+            quantizer = getattr(layer, f"{role}_quant")
+            if quantizer is None:
+                continue
+            if role == "weight" and isinstance(quantizer, FakeQuantize) and quantizer.observer is not None:
+                quantizer.observer.reset()
+                quantizer.observer.observe(layer.weight.data)
+                quantizer._qparams = None
+            try:
+                qparams = quantizer.qparams
+            except RuntimeError as error:
+                raise RuntimeError(f"layer {name!r}: the {role} quantizer has no range yet ({error}); run "
+                                   "calibrate(model, loader) or a training step before convert()") from None
+            setattr(layer, f"{role}_quant", FakeQuantize.from_qparams(qparams))
+    return model.eval()
+
+
+def quantized_weights(model: Module) -> dict:
+    """{"<layer>.weight": QTensor} for every quantized layer of a converted (or calibrated) model."""
+    return {f"{name}.weight" if name else "weight": layer.quantized_weight()
+            for name, layer in _layers(model) if layer.weight_quant is not None}
+
+
+def set_observers(model: Module, enabled: bool) -> Module:
+    """Turn every observer-driven FakeQuantize's observer on or off (e.g. freeze ranges late in QAT)."""
+    for module in model.modules():
+        if isinstance(module, FakeQuantize) and module.observer is not None:
+            module.enable_observer(enabled)
+    return model
+
+
+def set_fake_quant(model: Module, enabled: bool) -> Module:
+    """Turn fake quantization on or off in every FakeQuantize."""
+    for module in model.modules():
+        if isinstance(module, FakeQuantize):
+            module.enable_fake_quant(enabled)
+    return model
+
+
+def regularization_loss(model: Module):
+    """Σ λ·α² over the PACT quantizers (a Tensor), or 0.0 when there are none; add it to the training loss."""
+    terms = [m.regularization() for m in model.modules() if isinstance(m, PACTQuantizer) and m.alpha_l2 > 0]
+    total = 0.0
+    for term in terms:
+        total = term + total
+    return total
+
+
+def _weight_bits(weight: np.ndarray, spec: QuantSpec | None) -> int:
+    """Bits to store one weight tensor: packed codes + one float32 scale and int32 zero point per channel."""
+    if spec is None:
+        return 32 * weight.size
+    channels = weight.shape[spec.axis] if spec.per_channel else 1
+    return weight.size * spec.bits + channels * (32 + 32)
+
+
+def model_size_bytes(model: Module, config: QuantConfig | None = None) -> int:
+    """ceil(Σ bits stored / 8): weights packed at their bit-width with their scales (float32) and zero
+    points (int32), biases int32, each activation quantizer's scale + zero point, everything else float32.
+
+    A Quant* layer counts by its own QConfig; a plain Linear/Conv2d by `config` (float32 if None).
+    """
+    total = 0
+    for name, module in model.named_modules():
+        if isinstance(module, QUANTIZERS):
+            continue                                    # counted with their layer
+        if isinstance(module, _QuantLayer):
+            qconfig = module.qconfig
+            activations = sum(q is not None for q in (module.input_quant, module.output_quant))
+        elif type(module) in _SWAPS and config is not None:
+            qconfig = config.for_layer(name)
+            activations = 0 if qconfig is None else sum(s is not None for s in (qconfig.input, qconfig.output))
+        else:
+            qconfig, activations = None, 0
+        if qconfig is not None:
+            total += _weight_bits(module.weight.data, qconfig.weight)
+            total += 0 if module.bias is None else 32 * module.bias.size
+            total += activations * (32 + 32)
+        else:
+            total += sum(32 * p.size for p in module._parameters.values() if p is not None)
+        total += sum(32 * np.size(getattr(module, b)) for b in module._buffers
+                     if getattr(module, b) is not None and np.asarray(getattr(module, b)).dtype.kind == "f")
+    return math.ceil(total / 8)

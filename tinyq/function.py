@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from tinyq import autograd_state
+from tinyq.tensor import Tensor
 
 
 def unbroadcast(grad: np.ndarray, shape: tuple) -> np.ndarray:
@@ -54,14 +55,16 @@ class Function:
     @classmethod
     def apply(cls, *inputs, **options):
         """Run forward on the inputs' arrays; record the graph edge if any input needs a gradient."""
-        from tinyq.tensor import Tensor
-
         ctx = cls()
-        arrays = [t.data if isinstance(t, Tensor) else t for t in inputs]
+        arrays, any_requires_grad = [], False
+        for t in inputs:                   # one pass: unwrap Tensors, note whether any wants a gradient
+            if isinstance(t, Tensor):
+                arrays.append(t.data)
+                any_requires_grad = any_requires_grad or t.requires_grad
+            else:
+                arrays.append(t)
         out = cls.forward(ctx, *arrays, **options)
-        needs_grad = autograd_state.grad_enabled and any(
-            isinstance(t, Tensor) and t.requires_grad for t in inputs)
-        if not needs_grad:
+        if not (any_requires_grad and autograd_state.grad_enabled):
             return Tensor._wrap(out, None)
         ctx.inputs = inputs
         return Tensor._wrap(out, ctx)

@@ -6,6 +6,7 @@ so that `Tensor.backward` only has to add gradients up.
 """
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
@@ -145,6 +146,28 @@ class MatMul(Function):
         grad_b = unbroadcast(np.swapaxes(a, -1, -2) @ grad, b.shape) if needs_grad(ctx, 1) else None
         return grad_a, grad_b
         ### END SOLUTION
+
+
+class VectorMatMul(Function):
+    """a @ b with a 1-D operand: a (k,) is the row (1, k), b (k,) the column (k, 1); that axis is dropped after."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.shapes = (a.shape, b.shape)
+        a2 = a.reshape(1, -1) if a.ndim == 1 else a
+        b2 = b.reshape(-1, 1) if b.ndim == 1 else b
+        ctx.save_for_backward(a2, b2)              # MatMul.backward reads these
+        out = a2 @ b2
+        ctx.matrix_shape = out.shape
+        return out.reshape(out.shape[:-2] + (() if a.ndim == 1 else out.shape[-2:-1])
+                           + (() if b.ndim == 1 else out.shape[-1:]))
+
+    @staticmethod
+    def backward(ctx, grad):                       # the 2-D rule on the promoted operands, then drop the axes
+        grad_a, grad_b = MatMul.backward(ctx, grad.reshape(ctx.matrix_shape))
+        shape_a, shape_b = ctx.shapes
+        return (None if grad_a is None else grad_a.reshape(shape_a),
+                None if grad_b is None else grad_b.reshape(shape_b))
 
 
 # ------------------------------------------------------------- elementwise math
@@ -369,7 +392,7 @@ class Sum(Function):
     @staticmethod
     def forward(ctx, a, *, axis=None, keepdims=False):
         ctx.shape, ctx.axes, ctx.keepdims = a.shape, _axes(axis, a.ndim), keepdims
-        return np.sum(a, axis=ctx.axes, keepdims=keepdims)
+        return a.sum(axis=ctx.axes, keepdims=keepdims)
 
     @staticmethod
     def backward(ctx, grad):                       # every summed element gets the same gradient
@@ -381,8 +404,8 @@ class Mean(Function):
     @staticmethod
     def forward(ctx, a, *, axis=None, keepdims=False):
         ctx.shape, ctx.axes, ctx.keepdims = a.shape, _axes(axis, a.ndim), keepdims
-        ctx.count = int(np.prod([a.shape[ax] for ax in ctx.axes]))
-        return np.mean(a, axis=ctx.axes, keepdims=keepdims)
+        ctx.count = math.prod(a.shape[ax] for ax in ctx.axes)
+        return a.mean(axis=ctx.axes, keepdims=keepdims)
 
     @staticmethod
     def backward(ctx, grad):                       # d mean / d a_i = 1/n
@@ -411,7 +434,7 @@ class Var(Function):
     @staticmethod
     def forward(ctx, a, *, axis=None, keepdims=False, correction=0):
         ctx.axes, ctx.keepdims = _axes(axis, a.ndim), keepdims
-        n = int(np.prod([a.shape[ax] for ax in ctx.axes]))
+        n = math.prod(a.shape[ax] for ax in ctx.axes)
         if n - correction <= 0:
             raise ValueError(f"var over {n} elements with correction={correction} divides by zero")
         centered = a - np.mean(a, axis=ctx.axes, keepdims=True)
@@ -583,21 +606,15 @@ def log_softmax(a, axis=-1): return LogSoftmax.apply(_tensor_arg("log_softmax", 
 def matmul(a, b):
     """a @ b with NumPy's rules: batched over leading dims; 1-D operands become a row / a column."""
     a, b = _operands("matmul", a, b)
-    a_vec, b_vec = np.ndim(a.data if isinstance(a, Tensor) else a) == 1, \
-        np.ndim(b.data if isinstance(b, Tensor) else b) == 1
-    shape_a, shape_b = np.shape(a.data if isinstance(a, Tensor) else a), np.shape(b.data if isinstance(b, Tensor) else b)
+    shape_a = a.data.shape if isinstance(a, Tensor) else np.shape(a)
+    shape_b = b.data.shape if isinstance(b, Tensor) else np.shape(b)
     if len(shape_a) == 0 or len(shape_b) == 0:
         raise ValueError(f"matmul expects at least 1-D operands, got shapes {shape_a} and {shape_b}")
     if shape_a[-1] != shape_b[-2 if len(shape_b) > 1 else 0]:
         raise ValueError(f"matmul expects a (..., n, k) @ (..., k, m), got shapes {shape_a} and {shape_b}")
-    if a_vec:
-        a = reshape(a, (1, shape_a[0])) if isinstance(a, Tensor) else np.reshape(a, (1, -1))
-    if b_vec:
-        b = reshape(b, (shape_b[0], 1)) if isinstance(b, Tensor) else np.reshape(b, (-1, 1))
-    out = MatMul.apply(a, b)
-    if a_vec or b_vec:
-        out = reshape(out, out.shape[:-2] + (() if a_vec else out.shape[-2:-1]) + (() if b_vec else out.shape[-1:]))
-    return out
+    if len(shape_a) == 1 or len(shape_b) == 1:
+        return VectorMatMul.apply(a, b)
+    return MatMul.apply(a, b)
 
 
 def where(condition, a, b):

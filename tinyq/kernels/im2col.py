@@ -40,8 +40,13 @@ def _col2im_loops(cols, out, sh, sw, dh, dw):
                 for j in range(kw):
                     for y in range(oh):
                         row = y * sh + i * dh
-                        for x in range(ow):
-                            out[b, ch, row, x * sw + j * dw] += cols[b, ch, i, j, y, x]
+                        if sw == 1:                        # unit stride: a loop the compiler vectorizes
+                            target, source = out[b, ch, row, j * dw: j * dw + ow], cols[b, ch, i, j, y]
+                            for x in range(ow):
+                                target[x] += source[x]
+                        else:
+                            for x in range(ow):
+                                out[b, ch, row, x * sw + j * dw] += cols[b, ch, i, j, y, x]
 
 
 def col2im(cols: np.ndarray, padded_shape: tuple, stride: tuple, dilation: tuple) -> np.ndarray:

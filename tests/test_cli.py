@@ -79,3 +79,26 @@ def test_user_errors_print_one_line_and_exit_2(tmp_path, capsys):
     (tmp_path / "full" / "file").write_text("x")
     assert main(["student", str(tmp_path / "full"), "--src", str(FIXTURE)]) == 2
     assert "not empty" in capsys.readouterr().err
+
+
+def test_train_same_seed_prints_the_same_numbers(tmp_path, capsys):
+    outputs = []
+    for run_dir in ("a", "b"):
+        assert main(["train", "--model", "mlp", "--epochs", "2", "--seed", "3", "--out", str(tmp_path / run_dir),
+                     "--no-progress"]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        outputs.append([line for line in lines if not line.startswith(("wall time", "checkpoints"))])
+    assert outputs[0] == outputs[1]
+    assert any(line.startswith("test accuracy (last epoch):") for line in outputs[0])
+    assert (tmp_path / "a" / "best.npz").is_file() and (tmp_path / "a" / "history.json").is_file()
+
+
+def test_train_bad_choices_are_clear(capsys, tmp_path, monkeypatch):
+    with pytest.raises(SystemExit):
+        main(["train", "--model", "resnet"])
+    assert "invalid choice: 'resnet'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "--dataset", "cifar"])
+    assert "invalid choice: 'cifar'" in capsys.readouterr().err
+    assert main(["train", "--model", "lenet", "--out", str(tmp_path / "x")]) == 2
+    assert "lenet expects 28x28" in capsys.readouterr().err

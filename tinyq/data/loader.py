@@ -6,7 +6,7 @@ np.random.Generator, so the same seed gives the same batches.
 """
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -45,10 +45,14 @@ class ArrayDataset(Dataset):
 
 
 class DataLoader:
-    """Batches of (x float32, y int64); with shuffle=True a fresh permutation from rng per epoch."""
+    """Batches of (x float32, y int64); with shuffle=True a fresh permutation from rng per epoch.
+
+    transform, if given, maps each x batch to a new one (augmentation, e.g. data.RandomShift).
+    """
 
     def __init__(self, dataset, batch_size: int = 32, shuffle: bool = False,
-                 rng: np.random.Generator | None = None, drop_last: bool = False):
+                 rng: np.random.Generator | None = None, drop_last: bool = False,
+                 transform: Callable[[np.ndarray], np.ndarray] | None = None):
         if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
             raise ValueError(f"DataLoader expects batch_size a positive int, got {batch_size!r}")
         if shuffle and not isinstance(rng, np.random.Generator):
@@ -61,6 +65,7 @@ class DataLoader:
         self.shuffle = shuffle
         self.rng = rng
         self.drop_last = drop_last
+        self.transform = transform
 
     def __len__(self) -> int:
         """Number of batches per epoch."""
@@ -74,7 +79,10 @@ class DataLoader:
         for start in range(0, stop, self.batch_size):
             index = order[start:start + self.batch_size]
             x, y = self._gather(index)
-            yield np.asarray(x, dtype=np.float32), np.asarray(y, dtype=np.int64)
+            x = np.asarray(x, dtype=np.float32)
+            if self.transform is not None:
+                x = np.asarray(self.transform(x), dtype=np.float32)
+            yield x, np.asarray(y, dtype=np.int64)
 
     def _gather(self, index: np.ndarray):
         if isinstance(self.dataset, ArrayDataset):  # fast path: one fancy-index per array

@@ -240,10 +240,12 @@ def write_json_atomic(path, data) -> Path:
 
 
 def failure_line(test: dict) -> str:
-    """The one line of a failure worth printing: pytest's last `E ...` line, else the last line."""
+    """The one line of a failure worth printing: pytest's first `E <Name>Error: ...` line, else its last
+    `E ...` line, else the last line."""
     lines = [line.strip() for line in test["message"].strip().splitlines() if line.strip()]
     errors = [line[1:].strip() for line in lines if line.startswith("E ")]
-    return (errors or lines or [test["outcome"]])[-1][:300]
+    named = [line for line in errors if re.match(r"([\w.]+(Error|Exception)|Failed|assert)\b", line)]
+    return (named[:1] or errors or lines or [test["outcome"]])[-1][:300]
 
 
 def format_report(report: dict) -> str:

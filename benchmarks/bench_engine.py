@@ -149,7 +149,7 @@ def ratio_row(name, times, baseline, target):
     ours = times["tinyq"]["median_s"]
     theirs = times[baseline]["median_s"]
     ratio = ours / theirs
-    row = {"benchmark": name, "baseline": baseline, "tinyq_s": ours, f"baseline_s": theirs,
+    row = {"benchmark": name, "baseline": baseline, "tinyq_s": ours, "baseline_s": theirs,
            "ratio": ratio, "target": target}
     row["holds"] = bool(ratio <= target) if baseline == "torch" else None
     return row
@@ -208,6 +208,11 @@ def print_report(result: dict) -> None:
     print(f"threads: {machine['threads']} (of {machine['available_cpus']} available)  numpy {machine['numpy']} "
           f"({machine['numpy_blas']})  numba {machine['numba']}  torch {machine['torch']}"
           + ("  [NUMBA_DISABLE_JIT]" if machine["numba_jit_disabled"] else ""))
+    load = machine.get("load_average_1_5_15min")
+    if load is not None:
+        print(f"load average (1 min) at the end: {load[0]:.2f}"
+              + ("  WARNING: other processes compete for the CPUs; timings are inflated and noisy"
+                 if load[0] > machine["available_cpus"] + 0.5 else ""))
     table = []
     for row in result["rows"]:
         small = row["tinyq_s"] < 1e-3

@@ -783,11 +783,14 @@ def cast(a, dtype):
     return Cast.apply(a, dtype=dtype)
 
 
-def to(a, target):
-    """Tensor.to: a NumPy float dtype casts; a number format (floats.BF16, ...) rounds onto its grid."""
+def to(a, target, mode="nearest", rng=None):
+    """Tensor.to: a NumPy float dtype casts; a number format (floats.BF16, ...) rounds onto its grid
+    (mode "nearest" or "stochastic" with an explicit rng)."""
     if hasattr(target, "mantissa_bits"):
         from tinyq import lowp
-        return lowp.to_format(a, target)
+        return lowp.to_format(a, target, mode=mode, rng=rng)
+    if mode != "nearest" or rng is not None:
+        raise ValueError(f"rounding mode {mode!r} applies to number formats, not to the NumPy dtype {target}")
     return cast(a, target)
 
 

@@ -130,10 +130,10 @@ class Tensor:
         from tinyq import ops
         return ops.cast(self, dtype)
 
-    def to(self, dtype) -> "Tensor":
+    def to(self, dtype, mode: str = "nearest", rng=None) -> "Tensor":
         """Convert to a NumPy float dtype (differentiable cast) or, for a number format object, round onto its grid."""
         from tinyq import ops
-        return ops.to(self, dtype)
+        return ops.to(self, dtype, mode=mode, rng=rng)
 
     # ------------------------------------------------------------------ autograd
     def backward(self, grad=None, retain_graph: bool = False) -> None:

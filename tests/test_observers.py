@@ -283,3 +283,13 @@ def test_observers_match_torch(dtype_name, symmetric, kind):
     scale, zero_point = theirs.calculate_qparams()
     assert np.array_equal(np.atleast_1d(np.float32(qp.scale)), scale.numpy())
     assert np.array_equal(np.atleast_1d(qp.zero_point), zero_point.numpy())
+
+
+def test_entropy_observer_is_not_fooled_by_the_zero_spike_of_relu_outputs():
+    """Half of a ReLU output is exactly 0; the chosen range must still keep the quantization MSE near min-max's."""
+    x = np.maximum(np.random.default_rng(0).standard_normal(200_000), 0).astype(np.float32)
+    entropy = EntropyObserver()
+    entropy.observe(x)
+    minmax = MinMaxObserver()
+    minmax.observe(x)
+    assert quantization_mse(x, entropy.calculate_qparams()) < 3 * quantization_mse(x, minmax.calculate_qparams())

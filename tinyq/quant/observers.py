@@ -350,6 +350,10 @@ class EntropyObserver(_HistogramObserver):
     data is one-sided and the scheme asymmetric), P is the first i bins with all outliers added to
     bin i−1, Q quantizes the first i bins (without outliers) into L levels and expands them back;
     the chosen threshold is the right edge of bin i, T = i·amax/bins.
+
+    Bin 0 is given the count of bin 1 before the search (as NVIDIA's pytorch-quantization
+    calibrator does): after a ReLU about half the values are exactly 0, and that one spike
+    would otherwise dominate every KL score and pull the threshold far too low.
     """
 
     def __init__(self, bins: int = 2048, **kwargs):
@@ -363,6 +367,9 @@ class EntropyObserver(_HistogramObserver):
 
     def _clip_range(self):
         abs_counts, amax = self.histogram.abs_histogram()
+        abs_counts = np.array(abs_counts, copy=True)
+        if abs_counts.size > 1:
+            abs_counts[0] = abs_counts[1]                       # tame the spike of exact zeros
         levels, bins = self._levels(), self.histogram.bins
         if amax == 0 or levels >= bins:
             self.threshold = amax

@@ -30,6 +30,7 @@ from typing import Callable
 # modules that register more commands when imported (see the module docstring)
 COMMAND_MODULES: list[str] = [
     "tinyq.experiments.fixed_point_training",
+    "tinyq.experiments.bitwidth",
 ]
 
 

@@ -118,13 +118,17 @@ class QConfig:
                              "use fake_quant='ste' or 'lsq' for the weight")
 
 
-class QuantConfig:
-    """default: the QConfig of every Linear/Conv2d; layers: {module name: QConfig, or None to keep it float}."""
+_UNSET = object()
 
-    def __init__(self, default: QConfig | None = None, layers: dict | None = None):
-        default = QConfig() if default is None else default
-        if not isinstance(default, QConfig):
-            raise TypeError(f"QuantConfig expects default a QConfig, got {type(default).__name__}")
+
+class QuantConfig:
+    """default: the QConfig of every Linear/Conv2d (QConfig() when not given; None: layers not listed stay
+    float); layers: {module name: QConfig, or None to keep that layer float}."""
+
+    def __init__(self, default: QConfig | None = _UNSET, layers: dict | None = None):
+        default = QConfig() if default is _UNSET else default
+        if default is not None and not isinstance(default, QConfig):
+            raise TypeError(f"QuantConfig expects default a QConfig or None, got {type(default).__name__}")
         layers = dict(layers or {})
         for name, qconfig in layers.items():
             if not isinstance(name, str):

@@ -1,0 +1,297 @@
+"""Accuracy against bit-width: PTQ with each observer and QAT with STE / LSQ, and per-layer sensitivity.
+
+    tinyq sweep                      # digits, mlp: bits 8..2 × (PTQ minmax/percentile/mse/entropy, QAT ste/lsq)
+    tinyq sweep --model convnet --bits 8 4 2 --qat-epochs 2
+    tinyq sensitivity --bits 2       # one layer at a time at 2 bits: the accuracy each layer costs
+
+Every configuration quantizes weights (symmetric, per output channel) and layer inputs
+(asymmetric, per tensor) to the same bit-width ("W b A b"). The float model is trained
+once (or loaded with --checkpoint); PTQ calibrates on the first training samples; QAT
+fine-tunes a copy for a few epochs with SGD. Every random choice comes from --seed.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from tinyq.cli import arg, command
+
+METHOD_IDS = {"minmax": 0, "percentile": 1, "mse": 2, "entropy": 3, "moving_average": 4, "ste": 10, "lsq": 11,
+              "pact": 12}
+PTQ_OBSERVERS = ("minmax", "percentile", "mse", "entropy")
+QAT_METHODS = ("ste", "lsq")
+DEFAULT_BITS = (8, 6, 5, 4, 3, 2)
+FLOAT_DEFAULTS = {"mlp": dict(epochs=30, lr=3e-3), "convnet": dict(epochs=8, lr=3e-3), "lenet": dict(epochs=4, lr=2e-3)}
+
+
+def build_model(name: str, image_shape: tuple, num_classes: int = 10, rng: np.random.Generator | None = None):
+    """mlp (in, 256, 128, classes) | convnet (convnet8, width 16) | lenet (28x28 / 32x32 images only)."""
+    from tinyq import models
+    channels, height, width = image_shape
+    if name == "mlp":
+        return models.mlp((channels * height * width, 256, 128, num_classes), rng=rng)
+    if name == "convnet":
+        return models.convnet8(channels, num_classes, width=16, rng=rng)
+    if name == "lenet":
+        if (height, width) not in ((28, 28), (32, 32)):
+            raise ValueError(f"lenet expects 28x28 or 32x32 images, got {height}x{width}; "
+                             "use --model mlp or convnet for the 8x8 digits")
+        return models.lenet5(channels, num_classes, image_size=height, rng=rng)
+    raise ValueError(f"unknown model {name!r}; choose one of mlp, convnet, lenet")
+
+
+def generator(seed: int, *keys: int) -> np.random.Generator:
+    """An independent generator for one part of the experiment: default_rng(SeedSequence([seed, *keys]))."""
+    return np.random.default_rng(np.random.SeedSequence([int(seed), *map(int, keys)]))
+
+
+def load_data(dataset: str):
+    """(train ArrayDataset, test ArrayDataset) of a tinyq dataset, images in [0, 1]."""
+    from tinyq.data import get_dataset
+    return get_dataset(dataset, "train"), get_dataset(dataset, "test")
+
+
+def evaluate(model, dataset, batch_size: int = 512) -> float:
+    """Top-1 accuracy of model (eval mode, no gradients) on an ArrayDataset."""
+    import tinyq as tq
+    model.eval()
+    correct = 0
+    with tq.no_grad():
+        for start in range(0, len(dataset), batch_size):
+            logits = model(tq.tensor(dataset.x[start:start + batch_size]))
+            correct += int(np.sum(np.argmax(logits.data, axis=1) == dataset.y[start:start + batch_size]))
+    return correct / len(dataset)
+
+
+def train(model, dataset, epochs: int, rng: np.random.Generator, optimizer: str = "adam", lr: float = 3e-3,
+          batch_size: int = 32, progress: bool = False, description: str = "train"):
+    """Minimize cross-entropy for `epochs` epochs: Adam or SGD (momentum 0.9), cosine learning-rate decay."""
+    import tinyq as tq
+    from tqdm.auto import tqdm
+    from tinyq import functional as F, optim
+    from tinyq.data import DataLoader
+    from tinyq.quant.qat import regularization_loss
+
+    params = list(model.parameters())
+    opt = optim.Adam(params, lr=lr) if optimizer == "adam" else optim.SGD(params, lr=lr, momentum=0.9)
+    loader = DataLoader(dataset, batch_size, shuffle=True, rng=rng)
+    schedule = optim.CosineLR(opt, total_steps=epochs * len(loader))
+    for _ in tqdm(range(epochs), desc=description, leave=False, disable=not progress):
+        model.train()
+        for x, y in loader:
+            loss = F.cross_entropy(model(tq.tensor(x)), y) + regularization_loss(model)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            schedule.step()
+    return model.eval()
+
+
+# ---------------------------------------------------------------------------- configurations
+
+def ptq_config(bits: int, observer: str):
+    """Inputs: asymmetric per-tensor with `observer`. Weights: symmetric per-channel min-max, except for
+    observer "mse", whose clip search also runs on each weight channel (128-bin histograms, 40 candidate
+    clips). Histogram calibration (percentile, entropy) of a few hundred weights per channel means little,
+    so those keep min-max weights, as TensorRT does."""
+    from tinyq.quant.config import QConfig, QuantConfig, default_input_spec, default_weight_spec
+    if observer == "mse":
+        weight = default_weight_spec(bits, observer="mse", observer_kwargs={"bins": 128, "num_candidates": 40})
+    else:
+        weight = default_weight_spec(bits)
+    return QuantConfig(QConfig(weight=weight, input=default_input_spec(bits, observer=observer)))
+
+
+def qat_config(bits: int, method: str):
+    """STE: min-max weights, moving-average inputs; LSQ: learned steps; PACT: learned input clip, STE weights."""
+    from tinyq.quant.config import QuantConfig
+    if method not in ("ste", "lsq", "pact"):
+        raise ValueError(f"unknown QAT method {method!r}; choose ste, lsq or pact")
+    observer = "moving_average" if method == "ste" else "minmax"
+    return QuantConfig.uniform(bits, observer=observer, fake_quant=method)
+
+
+def run_ptq(model, calibration, bits: int, observer: str):
+    from tinyq.quant.ptq import quantize_ptq
+    config = ptq_config(bits, observer)
+    return quantize_ptq(model, calibration, config), config
+
+
+def run_qat(model, train_set, bits: int, method: str, epochs: int, rng, lr: float = 0.01):
+    from tinyq.quant.qat import convert, prepare_qat
+    config = qat_config(bits, method)
+    qmodel = train(prepare_qat(model, config), train_set, epochs, rng, optimizer="sgd", lr=lr)
+    return convert(qmodel), config
+
+
+def calibration_loader(train_set, samples: int = 512, batch_size: int = 128):
+    """The first `samples` training images, in order (deterministic)."""
+    from tinyq.data import ArrayDataset, DataLoader
+    return DataLoader(ArrayDataset(train_set.x[:samples], train_set.y[:samples]), batch_size)
+
+
+# ---------------------------------------------------------------------------- experiments
+
+def sweep(model, train_set, test_set, bits=DEFAULT_BITS, observers=PTQ_OBSERVERS, qat_methods=QAT_METHODS,
+          qat_epochs: int = 3, seed: int = 0, calibration_samples: int = 512, progress: bool = False) -> list:
+    """Records {method, kind, bits, accuracy, size_bytes, seconds}: fp32 first, then PTQ / QAT per bit-width."""
+    from tqdm.auto import tqdm
+    from tinyq.quant.qat import model_size_bytes
+
+    for b in bits:
+        if not isinstance(b, (int, np.integer)) or not 2 <= b <= 16:
+            raise ValueError(f"sweep expects bit-widths in 2..16, got {b!r}")
+    calibration = calibration_loader(train_set, calibration_samples)
+    records = [dict(method="fp32", kind="float", bits=32, accuracy=evaluate(model, test_set),
+                    size_bytes=model_size_bytes(model), seconds=0.0)]
+    jobs = [("ptq", name, b) for b in bits for name in observers] + \
+           [("qat", name, b) for b in bits for name in qat_methods]
+    for kind, name, b in tqdm(jobs, desc="sweep", disable=not progress):
+        started = time.perf_counter()
+        if kind == "ptq":
+            qmodel, config = run_ptq(model, calibration, b, name)
+        else:
+            qmodel, config = run_qat(model, train_set, b, name, qat_epochs, generator(seed, 2, b, METHOD_IDS[name]))
+        records.append(dict(method=f"{kind}-{name}", kind=kind, bits=int(b), accuracy=evaluate(qmodel, test_set),
+                            size_bytes=model_size_bytes(qmodel), seconds=time.perf_counter() - started))
+    return records
+
+
+def sensitivity(model, train_set, test_set, bits: int = 2, observer: str = "minmax",
+                calibration_samples: int = 512, progress: bool = False) -> list:
+    """Records {layer, bits, accuracy, drop}: only that layer (weight and input) quantized to `bits` by PTQ."""
+    from tqdm.auto import tqdm
+    from tinyq.quant.config import QuantConfig
+    from tinyq.quant.ptq import fold_batchnorm, quantize_ptq
+    from tinyq.quant.qat import quantizable_layers
+
+    folded = fold_batchnorm(model)
+    reference = evaluate(folded, test_set)
+    calibration = calibration_loader(train_set, calibration_samples)
+    records = []
+    for name in tqdm(quantizable_layers(folded), desc="sensitivity", disable=not progress):
+        layer_config = ptq_config(bits, observer).default
+        qmodel = quantize_ptq(folded, calibration, QuantConfig(default=None, layers={name: layer_config}))
+        accuracy = evaluate(qmodel, test_set)
+        records.append(dict(layer=name, bits=int(bits), accuracy=accuracy, drop=reference - accuracy))
+    return records
+
+
+# ---------------------------------------------------------------------------- command line
+
+def _float_model(args, echo):
+    """Train the float model from --seed (or load --checkpoint); returns (model, train_set, test_set)."""
+    import tinyq as tq
+
+    train_set, test_set = load_data(args.dataset)
+    model = build_model(args.model, train_set.x.shape[1:], int(train_set.y.max()) + 1, rng=generator(args.seed, 0))
+    if args.checkpoint:
+        model.load_state_dict(tq.load(args.checkpoint))
+        echo(f"loaded {args.model} from {args.checkpoint}")
+    else:
+        settings = FLOAT_DEFAULTS[args.model]
+        epochs = args.epochs or settings["epochs"]
+        started = time.perf_counter()
+        train(model, train_set, epochs, generator(args.seed, 1), lr=settings["lr"], progress=args.progress,
+              description=f"float {args.model}")
+        out = Path(args.out)
+        tq.save(model.state_dict(), out / "float.npz")
+        echo(f"trained float {args.model} on {args.dataset} for {epochs} epochs in "
+             f"{time.perf_counter() - started:.1f} s (saved to {out / 'float.npz'}; reuse with --checkpoint)")
+    return model, train_set, test_set
+
+
+def _sensitivity_outputs(records, out: Path, echo, bits: int, observer: str):
+    from tinyq.experiments.plotting import bar_plot, save_figure
+    from tinyq.experiments.records import format_table, save_csv, save_json
+    echo(format_table(records, title=f"per-layer sensitivity: one layer at a time at {bits} bits (PTQ {observer})"))
+    save_json(records, out / "sensitivity.json", metadata={"bits": bits, "observer": observer})
+    save_csv(records, out / "sensitivity.csv")
+    save_figure(bar_plot(records, "layer", "drop", title=f"accuracy drop with one layer at {bits} bits",
+                         ylabel="accuracy drop (fp32 − quantized)"), out / "sensitivity.png")
+    echo(f"wrote {out / 'sensitivity.json'}, .csv and .png")
+
+
+def _common_args(out_default: str):
+    return [arg("--dataset", default="digits", help="digits (bundled) | mnist | fashion"),
+            arg("--model", default="mlp", choices=["mlp", "convnet", "lenet"]),
+            arg("--checkpoint", default=None, help="load this float state dict (.npz) instead of training"),
+            arg("--epochs", type=int, default=None, help="float training epochs (default per model)"),
+            arg("--out", default=out_default, help="folder for JSON, CSV, PNG and the float checkpoint"),
+            arg("--seed", type=int, default=0),
+            arg("--quiet", action="store_true", help="no progress bars")]
+
+
+def _setup(args):
+    args.progress = not args.quiet and sys.stderr.isatty()
+    os.makedirs(args.out, exist_ok=True)
+    return print
+
+
+@command("sweep", help="accuracy vs bit-width: PTQ with each observer and QAT (STE, LSQ) at 8..2 bits",
+         args=_common_args("runs/sweep") + [
+             arg("--bits", type=int, nargs="+", default=list(DEFAULT_BITS), help="bit-widths (2..16)"),
+             arg("--observers", nargs="+", default=list(PTQ_OBSERVERS), help="PTQ observers"),
+             arg("--qat", nargs="+", default=list(QAT_METHODS), help="QAT methods: ste lsq pact"),
+             arg("--qat-epochs", type=int, default=3, help="QAT fine-tuning epochs from the float model"),
+             arg("--sensitivity", action="store_true", help="also run the per-layer sensitivity"),
+             arg("--sensitivity-bits", type=int, default=2)])
+def sweep_command(args):
+    """Train (or load) a float model, then quantize it at each bit-width with PTQ (each observer) and QAT
+    (short fine-tuning); print method × bits → test accuracy and model size; write sweep.json/.csv/.png."""
+    from tinyq.experiments.plotting import line_plot, save_figure
+    from tinyq.experiments.records import format_table, pivot, save_csv, save_json
+    from tinyq.quant.observers import OBSERVERS
+
+    echo = _setup(args)
+    started = time.perf_counter()
+    for name in args.observers:
+        if name not in OBSERVERS:
+            raise ValueError(f"unknown observer {name!r}; known observers: {', '.join(sorted(OBSERVERS))}")
+    for name in args.qat:
+        if name not in ("ste", "lsq", "pact"):
+            raise ValueError(f"unknown QAT method {name!r}; choose from ste, lsq, pact")
+    if args.qat_epochs < 1:
+        raise ValueError(f"--qat-epochs must be >= 1, got {args.qat_epochs}")
+    model, train_set, test_set = _float_model(args, echo)
+    records = sweep(model, train_set, test_set, args.bits, args.observers, args.qat, args.qat_epochs, args.seed,
+                    progress=args.progress)
+    out = Path(args.out)
+    fp32 = records[0]
+    table = pivot(records[1:], "method", "bits", "accuracy")
+    sizes = {"method": "size (bytes)"}
+    sizes.update({f"bits={r['bits']}": r["size_bytes"] for r in records[1:]})
+    echo(format_table(table + [sizes], title=f"test accuracy, {args.model} on {args.dataset} "
+                                            f"(fp32 {fp32['accuracy']:.4f}, {fp32['size_bytes']} bytes)"))
+    metadata = {k: v for k, v in vars(args).items() if not k.startswith("_")}
+    save_json(records, out / "sweep.json", metadata=metadata)
+    save_csv(records, out / "sweep.csv")
+    figure = line_plot(records[1:], "bits", "accuracy", group="method", reference={"fp32": fp32["accuracy"]},
+                       title=f"{args.model} on {args.dataset}: accuracy vs bit-width (W = A bits)",
+                       xlabel="bits (weights and activations)", ylabel="test accuracy", invert_x=True)
+    save_figure(figure, out / "sweep.png")
+    echo(f"wrote {out / 'sweep.json'}, .csv and .png")
+    if args.sensitivity:
+        _sensitivity_outputs(sensitivity(model, train_set, test_set, args.sensitivity_bits, progress=args.progress),
+                             out, echo, args.sensitivity_bits, "minmax")
+    echo(f"wall time: {time.perf_counter() - started:.1f} s")
+
+
+@command("sensitivity", help="per-layer sensitivity: quantize one layer at a time to low bits, report the drop",
+         args=_common_args("runs/sensitivity") + [
+             arg("--bits", type=int, default=2, help="bit-width for the one quantized layer (2..16)"),
+             arg("--observer", default="minmax", help="PTQ observer")])
+def sensitivity_command(args):
+    """Quantize each Linear/Conv2d alone (weights and input) with PTQ at --bits; table + bar plot of the drop."""
+    echo = _setup(args)
+    started = time.perf_counter()
+    if not 2 <= args.bits <= 16:
+        raise ValueError(f"--bits must be in 2..16, got {args.bits}")
+    model, train_set, test_set = _float_model(args, echo)
+    records = sensitivity(model, train_set, test_set, args.bits, args.observer, progress=args.progress)
+    _sensitivity_outputs(records, Path(args.out), echo, args.bits, args.observer)
+    echo(f"wall time: {time.perf_counter() - started:.1f} s")

@@ -6,12 +6,10 @@ This module itself imports no numpy at top level for that reason.
 """
 from __future__ import annotations
 
-import json
 import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS",
@@ -132,20 +130,8 @@ def compare(candidates: dict, number: int, repeat: int, warmup: int = 3) -> dict
 
 def write_json_atomic(path: str, payload: dict) -> str:
     """Write JSON so that the file appears whole or not at all (temp file + fsync + rename)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json.tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2, sort_keys=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    from tinyq import atomic   # imported here: this module must not import numpy at load time
+    atomic.write_json(path, payload)
     return path
 
 

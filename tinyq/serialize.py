@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import os
-import tempfile
 import zipfile
 from collections import OrderedDict
 
 import numpy as np
+
+from tinyq.atomic import atomic_open
 
 
 def save(state: dict, path) -> None:
@@ -21,19 +22,8 @@ def save(state: dict, path) -> None:
         if array.dtype == object:
             raise TypeError(f"save expects numeric arrays, got dtype object for {key!r}")
         arrays[key] = array
-    directory = os.path.dirname(os.path.abspath(path)) or "."
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_open(path, "wb") as f:
+        np.savez(f, **arrays)
 
 
 def load(path) -> "OrderedDict[str, np.ndarray]":

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinyq import autograd_state
 
 FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 

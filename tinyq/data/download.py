@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Callable, Sequence
+
+from tinyq.atomic import atomic_open
 
 Opener = Callable[..., object]  # opener(url, timeout=...) -> a readable, closable response
 
@@ -40,25 +41,18 @@ def sha256_of(path) -> str:
 
 def _download_to(url: str, target: Path, sha256: str, opener: Opener, timeout: float) -> None:
     """target = bytes at url, only if their SHA-256 is sha256 (else nothing is left behind)."""
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    tmp = Path(tmp_name)
-    try:
-        digest = hashlib.sha256()
-        with os.fdopen(fd, "wb") as out:
-            response = opener(url, timeout=timeout)
-            try:
-                for block in iter(lambda: response.read(1 << 20), b""):
-                    digest.update(block)
-                    out.write(block)
-            finally:
-                response.close()
+    digest = hashlib.sha256()
+    with atomic_open(target, "wb") as out:            # renamed into place only if no error is raised
+        response = opener(url, timeout=timeout)
+        try:
+            for block in iter(lambda: response.read(1 << 20), b""):
+                digest.update(block)
+                out.write(block)
+        finally:
+            response.close()
         if digest.hexdigest() != sha256:
             raise DownloadError(f"{url}: SHA-256 mismatch, expected {sha256}, got {digest.hexdigest()} "
                                 "(file discarded)")
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def fetch(filename: str, sha256: str, mirrors: Sequence[str], root=None, *,

@@ -6,12 +6,13 @@ magic = 0x00 0x00 <type code> <number of dims>; type codes 0x08 uint8, 0x09 int8
 from __future__ import annotations
 
 import gzip
-import os
 import struct
 import zlib
 from pathlib import Path
 
 import numpy as np
+
+from tinyq import atomic
 
 TYPE_CODES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 CODE_OF_DTYPE = {np.dtype(v).newbyteorder("="): k for k, v in TYPE_CODES.items()}
@@ -68,7 +69,4 @@ def write_idx(path, array) -> Path:
     blob = header + body
     if path.suffix == ".gz":
         blob = gzip.compress(blob, mtime=0)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    tmp.write_bytes(blob)
-    os.replace(tmp, path)
-    return path
+    return atomic.write_bytes(path, blob)

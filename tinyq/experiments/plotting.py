@@ -3,13 +3,14 @@ saving is the caller's choice (`save_figure` writes atomically)."""
 from __future__ import annotations
 
 import os
-import tempfile
 
 import matplotlib
 
 if not os.environ.get("DISPLAY") and "MPLBACKEND" not in os.environ:
     matplotlib.use("Agg")  # headless machines and CI: never try to open a window
 from matplotlib.figure import Figure  # noqa: E402
+
+from tinyq.atomic import atomic_path  # noqa: E402
 
 _MARKERS = "osD^v<>ph*"
 
@@ -61,16 +62,6 @@ def bar_plot(records: list, x: str, y: str, title: str = "", xlabel: str | None 
 
 def save_figure(fig: Figure, path, dpi: int = 120) -> None:
     """Write the figure to `path` (format from the suffix) via a temporary file and a rename."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    suffix = os.path.splitext(path)[1] or ".png"
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=directory)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=dpi)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    fmt = os.path.splitext(os.fspath(path))[1].lstrip(".") or "png"
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format=fmt)

@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
-import os
-import tempfile
+
+from tinyq.atomic import write_json, write_text
 
 
 def _cell(value) -> str:
@@ -46,25 +45,9 @@ def pivot(records: list, row: str, column: str, value: str) -> list:
     return list(rows.values())
 
 
-def write_atomic(path, text: str) -> None:
-    """Write text so that `path` is either the old file or the whole new one, never half of it."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def save_json(records, path, metadata: dict | None = None) -> None:
     payload = {"records": records} if metadata is None else {"metadata": metadata, "records": records}
-    write_atomic(path, json.dumps(payload, indent=2, default=_json_default) + "\n")
+    write_json(path, payload, default=_json_default)
 
 
 def save_csv(records: list, path) -> None:
@@ -75,7 +58,7 @@ def save_csv(records: list, path) -> None:
     writer = csv.DictWriter(buffer, fieldnames=columns)
     writer.writeheader()
     writer.writerows(records)
-    write_atomic(path, buffer.getvalue())
+    write_text(path, buffer.getvalue())
 
 
 def _json_default(value):

@@ -29,6 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from tinyq import atomic
+
 from .exercises import all_prerequisites, load_exercises
 
 PLUGIN_MODULE = "tinyq_grade_plugin"
@@ -225,18 +227,7 @@ def grade(path=".", exercise: str | None = None, *, reference=None, timeout: flo
 
 def write_json_atomic(path, data) -> Path:
     """path = json(data), written to a temporary file in the same folder and renamed over path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2, ensure_ascii=False)
-            handle.write("\n")
-        os.replace(tmp_name, path)
-    finally:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
-    return path
+    return atomic.write_json(path, data)
 
 
 def failure_line(test: dict) -> str:

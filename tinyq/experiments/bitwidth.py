@@ -255,6 +255,9 @@ def sweep_command(args):
     for name in args.qat:
         if name not in ("ste", "lsq", "pact"):
             raise ValueError(f"unknown QAT method {name!r}; choose from ste, lsq, pact")
+    for b in args.bits:
+        if not 2 <= b <= 16:
+            raise ValueError(f"sweep expects bit-widths in 2..16, got {b}")
     if args.qat_epochs < 1:
         raise ValueError(f"--qat-epochs must be >= 1, got {args.qat_epochs}")
     model, train_set, test_set = _float_model(args, echo)

@@ -10,7 +10,7 @@ import tinyq as tq
 from tinyq.formats.affine import QParams, calculate_qparams, fake_quantize, integer_range
 from tinyq.quant.fake_quant import (FakeQuantize, LSQQuantizer, PACTQuantizer, PerChannelObservers,
                                     fake_quantize_ste, lsq_fake_quantize, lsq_grad_scale, lsq_init_step_size,
-                                    make_weight_or_input_observer, pact_fake_quantize)
+                                    make_quant_observer, pact_fake_quantize)
 from tinyq.quant.observers import MSEObserver
 
 
@@ -309,7 +309,7 @@ def test_fake_quantize_from_qparams_is_frozen():
 
 def test_per_channel_histogram_observer_equals_one_observer_per_slice(rng):
     x = rng.standard_normal((3, 50)).astype(np.float32)
-    observer = make_weight_or_input_observer("mse", bits=4, symmetric=True, axis=0, bins=128)
+    observer = make_quant_observer("mse", bits=4, symmetric=True, axis=0, bins=128)
     assert isinstance(observer, PerChannelObservers)
     observer.observe(x)
     qp = observer.calculate_qparams()
@@ -325,13 +325,13 @@ def test_observers_that_saw_no_data_and_unknown_names_are_clear_errors():
     with pytest.raises(RuntimeError, match="observed no data"):
         FakeQuantize("minmax").qparams
     with pytest.raises(RuntimeError, match="observed no data"):
-        make_weight_or_input_observer("entropy", axis=0).calculate_qparams()
+        make_quant_observer("entropy", axis=0).calculate_qparams()
     with pytest.raises(ValueError, match="unknown observer 'maxmin'"):
         FakeQuantize("maxmin")
     with pytest.raises(ValueError, match="axis=2 is out of range"):
         FakeQuantize("minmax", axis=2)(tq.tensor(np.zeros((2, 2), np.float32)))
     with pytest.raises(ValueError, match="axis=-3 is out of range"):
-        make_weight_or_input_observer("percentile", axis=-3).observe(np.zeros((2, 2), np.float32))
+        make_quant_observer("percentile", axis=-3).observe(np.zeros((2, 2), np.float32))
     with pytest.raises(ValueError, match="bits"):
         FakeQuantize("minmax", bits=17)
     with pytest.raises(RuntimeError, match="seen no data"):

@@ -11,7 +11,7 @@ from tinyq.formats.affine import QParams, fake_quantize
 from tinyq.quant.config import QConfig, QuantConfig, QuantSpec, default_input_spec, default_weight_spec
 from tinyq.quant.fake_quant import FakeQuantize, LSQQuantizer, PACTQuantizer
 from tinyq.quant.ptq import fold_batchnorm
-from tinyq.quant.qat import (QuantConv2d, QuantLinear, convert, model_size_bytes, prepare_qat, quantized_weights,
+from tinyq.quant.qat import (QuantConv2d, convert, model_size_bytes, prepare_qat, quantized_weights,
                              regularization_loss, set_fake_quant, set_observers)
 from tinyq.quant.qtensor import QTensor
 

@@ -8,6 +8,7 @@ Every configuration quantizes weights (symmetric, per output channel) and layer 
 (asymmetric, per tensor) to the same bit-width ("W b A b"). The float model is trained
 once (or loaded with --checkpoint); PTQ calibrates on the first training samples; QAT
 fine-tunes a copy for a few epochs with SGD. Every random choice comes from --seed.
+--checkpoint takes the float.npz this command writes (inputs are raw pixels in [0, 1]).
 """
 from __future__ import annotations
 
@@ -26,6 +27,11 @@ PTQ_OBSERVERS = ("minmax", "percentile", "mse", "entropy")
 QAT_METHODS = ("ste", "lsq")
 DEFAULT_BITS = (8, 6, 5, 4, 3, 2)
 FLOAT_DEFAULTS = {"mlp": dict(epochs=30, lr=3e-3), "convnet": dict(epochs=8, lr=3e-3), "lenet": dict(epochs=4, lr=2e-3)}
+
+
+def fast_mode() -> bool:
+    """TINYQ_FAST=1 (CI, notebook tests): at most 5 float epochs and 1 QAT epoch."""
+    return os.environ.get("TINYQ_FAST", "") not in ("", "0")
 
 
 def build_model(name: str, image_shape: tuple, num_classes: int = 10, rng: np.random.Generator | None = None):
@@ -56,38 +62,28 @@ def load_data(dataset: str):
 
 
 def evaluate(model, dataset, batch_size: int = 512) -> float:
-    """Top-1 accuracy of model (eval mode, no gradients) on an ArrayDataset."""
-    import tinyq as tq
+    """Top-1 accuracy of model (eval mode, no gradients) on an ArrayDataset (tinyq.train.evaluate)."""
+    from tinyq.data import DataLoader
+    from tinyq.train import evaluate as evaluate_loader
+    accuracy = evaluate_loader(model, DataLoader(dataset, batch_size))["accuracy"]
     model.eval()
-    correct = 0
-    with tq.no_grad():
-        for start in range(0, len(dataset), batch_size):
-            logits = model(tq.tensor(dataset.x[start:start + batch_size]))
-            correct += int(np.sum(np.argmax(logits.data, axis=1) == dataset.y[start:start + batch_size]))
-    return correct / len(dataset)
+    return accuracy
 
 
 def train(model, dataset, epochs: int, rng: np.random.Generator, optimizer: str = "adam", lr: float = 3e-3,
-          batch_size: int = 32, progress: bool = False, description: str = "train"):
-    """Minimize cross-entropy for `epochs` epochs: Adam or SGD (momentum 0.9), cosine learning-rate decay."""
-    import tinyq as tq
-    from tqdm.auto import tqdm
-    from tinyq import functional as F, optim
+          batch_size: int = 32, progress: bool = False):
+    """Minimize cross-entropy for `epochs` epochs (tinyq.train.fit): Adam, or SGD with momentum 0.9;
+    cosine learning-rate decay per step; batches shuffled by rng. Returns the model in eval mode.
+    (PACT's L2 on α needs a loop that adds tinyq.quant.qat.regularization_loss; the sweep does not use it.)"""
+    from tinyq import optim
     from tinyq.data import DataLoader
-    from tinyq.quant.qat import regularization_loss
+    from tinyq.train import fit
 
     params = list(model.parameters())
     opt = optim.Adam(params, lr=lr) if optimizer == "adam" else optim.SGD(params, lr=lr, momentum=0.9)
     loader = DataLoader(dataset, batch_size, shuffle=True, rng=rng)
-    schedule = optim.CosineLR(opt, total_steps=epochs * len(loader))
-    for _ in tqdm(range(epochs), desc=description, leave=False, disable=not progress):
-        model.train()
-        for x, y in loader:
-            loss = F.cross_entropy(model(tq.tensor(x)), y) + regularization_loss(model)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            schedule.step()
+    fit(model, loader, opt, epochs, scheduler=optim.CosineLR(opt, total_steps=epochs * len(loader)),
+        progress=progress)
     return model.eval()
 
 
@@ -195,9 +191,10 @@ def _float_model(args, echo):
     else:
         settings = FLOAT_DEFAULTS[args.model]
         epochs = args.epochs or settings["epochs"]
+        if fast_mode():
+            epochs = min(epochs, 5)
         started = time.perf_counter()
-        train(model, train_set, epochs, generator(args.seed, 1), lr=settings["lr"], progress=args.progress,
-              description=f"float {args.model}")
+        train(model, train_set, epochs, generator(args.seed, 1), lr=settings["lr"], progress=args.progress)
         out = Path(args.out)
         tq.save(model.state_dict(), out / "float.npz")
         echo(f"trained float {args.model} on {args.dataset} for {epochs} epochs in "
@@ -260,6 +257,8 @@ def sweep_command(args):
             raise ValueError(f"sweep expects bit-widths in 2..16, got {b}")
     if args.qat_epochs < 1:
         raise ValueError(f"--qat-epochs must be >= 1, got {args.qat_epochs}")
+    if fast_mode():
+        args.qat_epochs = 1
     model, train_set, test_set = _float_model(args, echo)
     records = sweep(model, train_set, test_set, args.bits, args.observers, args.qat, args.qat_epochs, args.seed,
                     progress=args.progress)

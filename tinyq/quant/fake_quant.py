@@ -20,14 +20,14 @@ import math
 import numpy as np
 
 from tinyq.formats.affine import QParams, fake_quantize, integer_range
-from tinyq.function import Function, unbroadcast
+from tinyq.function import Function
 from tinyq.nn.module import Module, Parameter
 from tinyq.quant.observers import OBSERVERS, make_observer
 from tinyq.tensor import Tensor
 
 __all__ = ["FakeQuantizeSTE", "LSQFakeQuantize", "PACTFakeQuantize", "fake_quantize_ste", "lsq_fake_quantize",
            "pact_fake_quantize", "lsq_init_step_size", "FakeQuantize", "LSQQuantizer", "PACTQuantizer",
-           "make_weight_or_input_observer"]
+           "make_quant_observer"]
 
 
 # ------------------------------------------------------------------------------ Functions
@@ -38,7 +38,9 @@ class FakeQuantizeSTE(Function):
     Per-tensor or per-channel, as the QParams say. The gradient mask is taken on the
     rounded code before clamping, as PyTorch's fake_quantize_per_*_affine do: a value
     up to half a step beyond the last grid point still rounds onto the grid and still
-    gets gradient 1. Rounding is half-to-even (np.rint, like nearbyint).
+    gets gradient 1. Rounding is half-to-even (np.rint, like nearbyint). One difference:
+    PyTorch multiplies by a float32 1/s where tinyq divides by s (as affine.quantize does),
+    so the two can round differently when x/s is within a float32 ulp of a half-integer.
     """
 
     @staticmethod
@@ -255,7 +257,7 @@ class PerChannelObservers:
                        self.bits, self.signed, self._channel_axis, self.narrow_range)
 
 
-def make_weight_or_input_observer(name: str, bits: int = 8, symmetric: bool = False, signed: bool | None = None,
+def make_quant_observer(name: str, bits: int = 8, symmetric: bool = False, signed: bool | None = None,
                                   axis: int | None = None, narrow_range: bool = False, **kwargs):
     """make_observer(name, ...), or PerChannelObservers when a per-tensor-only observer is asked for per channel."""
     if name not in OBSERVERS:
@@ -286,7 +288,7 @@ class FakeQuantize(Module):
                  **observer_kwargs):
         super().__init__()
         self.observer_name = observer
-        self.observer = make_weight_or_input_observer(observer, bits=bits, symmetric=symmetric, signed=signed,
+        self.observer = make_quant_observer(observer, bits=bits, symmetric=symmetric, signed=signed,
                                                       axis=axis, narrow_range=narrow_range, **observer_kwargs)
         self.bits, self.axis, self.reset_each_call = bits, axis, reset_each_call
         self.observer_enabled = True

@@ -2,7 +2,6 @@
 2-bit LSQ far above 2-bit PTQ), determinism, the `sweep` and `sensitivity` commands and their errors."""
 import json
 
-import numpy as np
 import pytest
 
 from tinyq.cli import main

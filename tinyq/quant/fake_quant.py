@@ -281,6 +281,8 @@ class FakeQuantize(Module):
     observer_enabled: observe every input (and recompute qparams); fake_quant_enabled: quantize
     (when off, forward returns x unchanged, as during PTQ calibration). reset_each_call: the
     observer sees only the current input (weights: the range follows the weights as they train).
+    As in PyTorch, the observer runs whenever it is enabled, in eval mode too: switch it off
+    (qat.set_observers(model, False)) before evaluating a model in the middle of QAT.
     """
 
     def __init__(self, observer: str = "minmax", bits: int = 8, symmetric: bool = False, signed: bool | None = None,

@@ -147,3 +147,11 @@ def test_convnet_learns_a_tiny_problem():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.3 * losses[0]
+
+
+def test_replacing_a_child_keeps_its_place_in_the_order():
+    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    setattr(model, "0", nn.Linear(4, 3))
+    assert [type(m).__name__ for m in model] == ["Linear", "ReLU", "Linear"]
+    assert model(tq.ones(1, 4)).shape == (1, 2)
+    assert list(model.state_dict())[:2] == ["0.weight", "0.bias"]

@@ -293,3 +293,15 @@ def test_entropy_observer_is_not_fooled_by_the_zero_spike_of_relu_outputs():
     minmax = MinMaxObserver()
     minmax.observe(x)
     assert quantization_mse(x, entropy.calculate_qparams()) < 3 * quantization_mse(x, minmax.calculate_qparams())
+
+
+@pytest.mark.parametrize("bits", [8, 6, 4])
+def test_entropy_observer_keeps_the_range_of_discrete_pixel_data(bits):
+    """Pixels k/16 (the digits inputs): a candidate holding one spike scores KL 0 like the full range;
+    the tie must go to the full range, or the input layer is clipped at 1/16."""
+    values = np.arange(17, dtype=np.float32) / 16
+    x = np.random.default_rng(1).choice(values, size=50_000, p=np.r_[0.5, np.full(16, 0.5 / 16)]).astype(np.float32)
+    entropy, minmax = EntropyObserver(bits=bits), MinMaxObserver(bits=bits)
+    entropy.observe(x)
+    minmax.observe(x)
+    assert quantization_mse(x, entropy.calculate_qparams()) < 3 * quantization_mse(x, minmax.calculate_qparams())

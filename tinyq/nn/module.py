@@ -46,6 +46,11 @@ class Module:
         if name in self._buffers and not isinstance(value, (Parameter, Module)):
             object.__setattr__(self, name, value)       # updating a buffer keeps it registered
             return
+        for table, kind in ((self._modules, Module), (self._parameters, Parameter)):
+            if name in table and isinstance(value, kind):
+                table[name] = value                     # replacing keeps its place (Sequential's order)
+                object.__setattr__(self, name, value)
+                return
         for table in (self._parameters, self._modules, self._buffers):
             table.pop(name, None)
         if isinstance(value, Parameter):

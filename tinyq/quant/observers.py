@@ -342,6 +342,19 @@ def _kl_divergence_of_clipping(counts: np.ndarray, kept_bins: int, levels: int) 
     return float(np.sum(p[support] * np.log(p[support] / q[support])))
 
 
+def _without_exact_zeros(abs_counts: np.ndarray, zeros: int) -> np.ndarray:
+    """abs_counts less `zeros` units of mass taken from the lowest bins (where re-binning may have spread them)."""
+    counts = np.array(abs_counts, dtype=np.float64, copy=True)
+    remaining = float(zeros)
+    for i in range(counts.size):
+        if remaining <= 0:
+            break
+        taken = min(counts[i], remaining)
+        counts[i] -= taken
+        remaining -= taken
+    return counts
+
+
 class EntropyObserver(_HistogramObserver):
     """T = argmin_T KL(P ‖ Q_T) over a 2048-bin histogram of |x|; range [−T, T] ∩ [min, max].
 
@@ -351,13 +364,27 @@ class EntropyObserver(_HistogramObserver):
     bin i−1, Q quantizes the first i bins (without outliers) into L levels and expands them back;
     the chosen threshold is the right edge of bin i, T = i·amax/bins.
 
-    Bin 0 is given the count of bin 1 before the search (as NVIDIA's pytorch-quantization
-    calibrator does): after a ReLU about half the values are exactly 0, and that one spike
-    would otherwise dominate every KL score and pull the threshold far too low.
+    Values that are exactly 0 are left out of the search: zero is exactly representable under
+    every candidate threshold, so it costs nothing, but after a ReLU (or on image borders) it is
+    a spike holding half the mass that would dominate every KL score and pull the threshold far
+    too low. (NVIDIA's pytorch-quantization copies bin 1's count into bin 0 instead; that fails
+    on data with gaps, e.g. pixels k/16, where bin 1 is empty.) Candidates never clip more than
+    half of the remaining mass, and among equally good candidates the widest range wins.
     """
 
     def __init__(self, bins: int = 2048, **kwargs):
         super().__init__(bins=bins, **kwargs)
+        self.zero_count = 0
+
+    def reset(self) -> None:
+        super().reset()
+        self.zero_count = 0
+
+    def observe(self, x: np.ndarray) -> np.ndarray:
+        batch = self._check_batch(x)
+        if batch is not None:
+            self.zero_count += int(np.count_nonzero(batch == 0))
+        return super().observe(x)
 
     def _levels(self) -> int:
         one_sided = self.min_val >= 0 or self.max_val <= 0
@@ -367,15 +394,20 @@ class EntropyObserver(_HistogramObserver):
 
     def _clip_range(self):
         abs_counts, amax = self.histogram.abs_histogram()
-        abs_counts = np.array(abs_counts, copy=True)
-        if abs_counts.size > 1:
-            abs_counts[0] = abs_counts[1]                       # tame the spike of exact zeros
+        abs_counts = _without_exact_zeros(abs_counts, self.zero_count)
         levels, bins = self._levels(), self.histogram.bins
         if amax == 0 or levels >= bins:
             self.threshold = amax
         else:
-            divergences = [_kl_divergence_of_clipping(abs_counts, i, levels) for i in range(levels, bins + 1)]
-            self.threshold = (levels + int(np.argmin(divergences))) * amax / bins
+            # the KL score cannot see clipping error (outliers are folded into the last kept bin), so a
+            # candidate that keeps one spike of discrete data (pixels k/16) scores a perfect 0: never clip
+            # more than half of the (nonzero) mass, and let ties go to the widest range
+            cumulative = np.cumsum(abs_counts)
+            first = max(levels, int(np.searchsorted(cumulative, 0.5 * cumulative[-1])) + 1)
+            candidates = np.arange(first, bins + 1)
+            divergences = np.array([_kl_divergence_of_clipping(abs_counts, i, levels) for i in candidates])
+            best = np.flatnonzero(divergences <= divergences.min() + 1e-12)[-1]
+            self.threshold = int(candidates[best]) * amax / bins
         return max(self.min_val, np.float32(-self.threshold)), min(self.max_val, np.float32(self.threshold))
 
 

@@ -26,7 +26,8 @@ METHOD_IDS = {"minmax": 0, "percentile": 1, "mse": 2, "entropy": 3, "moving_aver
 PTQ_OBSERVERS = ("minmax", "percentile", "mse", "entropy")
 QAT_METHODS = ("ste", "lsq")
 DEFAULT_BITS = (8, 6, 5, 4, 3, 2)
-FLOAT_DEFAULTS = {"mlp": dict(epochs=30, lr=3e-3), "convnet": dict(epochs=8, lr=3e-3), "lenet": dict(epochs=4, lr=2e-3)}
+# float training: SGD with momentum 0.9, weight decay 5e-4, cosine decay, random 1-pixel shifts (as `tinyq train`)
+FLOAT_DEFAULTS = {"mlp": dict(epochs=60, lr=0.1), "convnet": dict(epochs=12, lr=0.05), "lenet": dict(epochs=6, lr=0.05)}
 
 
 def fast_mode() -> bool:
@@ -71,20 +72,31 @@ def evaluate(model, dataset, batch_size: int = 512) -> float:
 
 
 def train(model, dataset, epochs: int, rng: np.random.Generator, optimizer: str = "adam", lr: float = 3e-3,
-          batch_size: int = 32, progress: bool = False):
+          batch_size: int = 32, progress: bool = False, weight_decay: float = 0.0,
+          augment_rng: np.random.Generator | None = None):
     """Minimize cross-entropy for `epochs` epochs (tinyq.train.fit): Adam, or SGD with momentum 0.9;
-    cosine learning-rate decay per step; batches shuffled by rng. Returns the model in eval mode.
+    cosine learning-rate decay per step; batches shuffled by rng; with augment_rng, each image is shifted
+    by up to one pixel (tinyq.data.RandomShift). Returns the model in eval mode.
     (PACT's L2 on α needs a loop that adds tinyq.quant.qat.regularization_loss; the sweep does not use it.)"""
     from tinyq import optim
-    from tinyq.data import DataLoader
+    from tinyq.data import DataLoader, RandomShift
     from tinyq.train import fit
 
     params = list(model.parameters())
-    opt = optim.Adam(params, lr=lr) if optimizer == "adam" else optim.SGD(params, lr=lr, momentum=0.9)
-    loader = DataLoader(dataset, batch_size, shuffle=True, rng=rng)
+    opt = optim.Adam(params, lr=lr, weight_decay=weight_decay) if optimizer == "adam" else \
+        optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
+    transform = RandomShift(1, augment_rng) if augment_rng is not None else None
+    loader = DataLoader(dataset, batch_size, shuffle=True, rng=rng, transform=transform)
     fit(model, loader, opt, epochs, scheduler=optim.CosineLR(opt, total_steps=epochs * len(loader)),
         progress=progress)
     return model.eval()
+
+
+def train_float(model, train_set, seed: int, epochs: int | None = None, name: str = "mlp", progress: bool = False):
+    """The sweep's float recipe (FLOAT_DEFAULTS[name]): SGD + momentum, weight decay 5e-4, cosine, 1-pixel shifts."""
+    settings = FLOAT_DEFAULTS[name]
+    return train(model, train_set, epochs or settings["epochs"], generator(seed, 1), optimizer="sgd",
+                 lr=settings["lr"], weight_decay=5e-4, augment_rng=generator(seed, 3), progress=progress)
 
 
 # ---------------------------------------------------------------------------- configurations
@@ -194,7 +206,7 @@ def _float_model(args, echo):
         if fast_mode():
             epochs = min(epochs, 5)
         started = time.perf_counter()
-        train(model, train_set, epochs, generator(args.seed, 1), lr=settings["lr"], progress=args.progress)
+        train_float(model, train_set, args.seed, epochs, args.model, progress=args.progress)
         out = Path(args.out)
         tq.save(model.state_dict(), out / "float.npz")
         echo(f"trained float {args.model} on {args.dataset} for {epochs} epochs in "

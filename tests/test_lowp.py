@@ -72,18 +72,36 @@ def test_tensor_to_format_goes_through_lowp():
     assert x.to(floats.FP16).dtype == np.float16
 
 
-def test_plain_ops_leave_the_grid_and_rounded_puts_results_back():
+def test_ops_on_a_simulated_format_keep_the_grid_and_the_format():
     rng = np.random.default_rng(0)
     a = tq.tensor(rng.standard_normal(200).astype(np.float32)).to(floats.BF16)
     b = tq.tensor(rng.standard_normal(200).astype(np.float32)).to(floats.BF16)
-    plain = a * b
-    assert plain.fmt is None and not lowp.on_grid(plain, floats.BF16)   # bf16 x bf16 needs 16 bits
+    assert not lowp.on_grid(a.data * b.data, floats.BF16)          # bf16 x bf16 needs 16 bits...
+    product = a * b                                               # ...so the op rounds it back
+    assert product.fmt == floats.BF16 and lowp.on_grid(product, floats.BF16)
+    np.testing.assert_array_equal(product.data, floats.round_to(a.data * b.data, floats.BF16))
+    for result in (F.relu(a), a.sum(), (a * 3.0).mean(axis=0), a.exp(), a[::2]):
+        assert result.fmt == floats.BF16 and lowp.on_grid(result, floats.BF16)
     kept = lowp.rounded(ops.mul)(a, b)
-    assert kept.fmt == floats.BF16 and lowp.on_grid(kept, floats.BF16)
-    np.testing.assert_array_equal(kept.data, floats.round_to(a.data * b.data, floats.BF16))
-    assert lowp.keep_grid(plain, floats.BF16).fmt == floats.BF16
-    relu = lowp.rounded(F.relu)(a)
-    assert relu.fmt == floats.BF16
+    np.testing.assert_array_equal(kept.data, product.data)
+    leaving = a.astype(np.float32)                                # an explicit cast leaves the format
+    assert leaving.fmt is None and not lowp.on_grid(leaving * b.astype(np.float32), floats.BF16)
+
+
+def test_mixing_a_format_with_plain_float32_is_an_error():
+    a = tq.tensor(np.ones(3, dtype=np.float32)).to(floats.BF16)
+    with pytest.raises(TypeError, match="one number format, got bf16 and float32"):
+        a + tq.ones(3)
+    with pytest.raises(TypeError, match="one number format, got bf16 and fp8_e4m3"):
+        a * a.astype(np.float32).to(floats.FP8_E4M3)
+    assert (a + 1.0).fmt == floats.BF16                           # constants take the tensor's format
+
+
+def test_gradients_through_simulated_ops_are_straight_through():
+    x = tq.tensor(np.array([1.0, 2.0, 3.0], dtype=np.float32), requires_grad=True)
+    y = x.to(floats.BF16) * 1.01                                  # 1.01 x rounds to bf16 in the forward...
+    y.sum().backward()
+    np.testing.assert_allclose(x.grad, np.full(3, 1.01, dtype=np.float32))   # ...not in the gradient
 
 
 def test_rounded_refuses_mixed_formats_and_keep_grid_needs_a_format():

@@ -40,6 +40,7 @@ class Function:
 
     saved_tensors = ()     # arrays kept for backward (set by save_for_backward)
     inputs = ()            # the Tensors (or constants) forward was called with
+    keeps_format = True    # a result computed from bf16/fp8 tensors is rounded back onto their grid
 
     def save_for_backward(self, *arrays) -> None:
         self.saved_tensors = arrays
@@ -56,15 +57,33 @@ class Function:
     def apply(cls, *inputs, **options):
         """Run forward on the inputs' arrays; record the graph edge if any input needs a gradient."""
         ctx = cls()
-        arrays, any_requires_grad = [], False
+        arrays, any_requires_grad, fmt = [], False, None
         for t in inputs:                   # one pass: unwrap Tensors, note whether any wants a gradient
             if isinstance(t, Tensor):
                 arrays.append(t.data)
                 any_requires_grad = any_requires_grad or t.requires_grad
+                if fmt is None and t.fmt is not None:
+                    fmt = t.fmt
             else:
                 arrays.append(t)
         out = cls.forward(ctx, *arrays, **options)
-        if not (any_requires_grad and autograd_state.grad_enabled):
-            return Tensor._wrap(out, None)
-        ctx.inputs = inputs
-        return Tensor._wrap(out, ctx)
+        if fmt is not None and cls.keeps_format:
+            out = _back_on_grid(cls, inputs, out, fmt)
+        result = Tensor._wrap(out, ctx if any_requires_grad and autograd_state.grad_enabled else None)
+        if result._ctx is not None:
+            ctx.inputs = inputs
+        if fmt is not None and cls.keeps_format:
+            result.fmt = fmt
+        return result
+
+
+def _back_on_grid(cls, inputs, out, fmt):
+    """Simulated formats keep their grid: round a float32 result to nearest-even on fmt (no gradient change:
+    the rounding is straight-through). Mixing a format with plain float32 or another format is an error."""
+    from tinyq.formats.floats import round_to
+    for t in inputs:
+        if isinstance(t, Tensor) and t.data.dtype.kind == "f" and t.fmt != fmt:
+            raise TypeError(f"{cls.__name__} expects tensors of one number format, got {fmt.name} and "
+                            f"{t.fmt.name if t.fmt is not None else t.data.dtype}; convert one explicitly "
+                            f"with .to(...)")
+    return round_to(out, fmt) if out.dtype == np.float32 else out

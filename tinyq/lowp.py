@@ -5,9 +5,13 @@ A tensor "in a format" holds only values of that format's grid:
     FP16          NumPy float16 storage; NumPy's float16 arithmetic already rounds every
                   elementwise result back to fp16, so the grid keeps itself.
     BF16, FP8_*   float32 storage holding grid values, the format recorded in `t.fmt`.
-                  Plain ops (t + u, F.relu, ...) compute in float32 and return a tensor
-                  with fmt=None: the result is NOT rounded. Wrap the op in `rounded(op)`,
-                  or call `keep_grid(t, fmt)`, to put the result back on the grid.
+                  Every op on such tensors (t + u, F.relu, t.sum(), ...) computes in
+                  float32 and rounds its result back onto the grid (nearest-even), and
+                  the result carries the format (Function.apply does it; see
+                  `Function.keeps_format`). Gradients stay float32. Mixing a format with a
+                  plain float32 tensor (or another format) is a TypeError: convert with
+                  .to(...). `keep_grid` / `rounded(op)` round explicitly, e.g. with
+                  stochastic rounding or onto another format.
 
 Matmul and convolution follow the tensor-core recipe of DESIGN.md:
 
@@ -80,6 +84,8 @@ def _tag(out: Tensor, fmt: FloatFormat) -> Tensor:
 # ------------------------------------------------------------------ rounding a tensor
 class RoundToFormat(Function):
     """forward: round(x) onto fmt's grid;  backward: the identity (straight-through estimator)."""
+
+    keeps_format = False   # manages formats itself
 
     @staticmethod
     def forward(ctx, a, *, fmt, mode, rng):
@@ -206,6 +212,8 @@ def _options(fmt, accumulate, out_fmt, grad_fmt, who):
 class LowpMatMul(Function):
     """C = round_out(sum_k round(A) round(B));  dA = round_g(round_g(dC) round(B)^T), dB likewise."""
 
+    keeps_format = False   # manages formats itself
+
     @staticmethod
     def forward(ctx, a, b, *, fmt, acc_fmt, out_fmt, grad_fmt):
         a_in, b_in = round_array(a, fmt), round_array(b, fmt)
@@ -262,6 +270,8 @@ def _patches(xp, kernel, stride, dilation, groups):
 
 class LowpConv2d(Function):
     """out = round_out(sum_{c,i,j} round(w) round(x) + round(b)): conv2d as one low-precision GEMM."""
+
+    keeps_format = False   # manages formats itself
 
     @staticmethod
     def forward(ctx, x, weight, bias=None, *, fmt, acc_fmt, out_fmt, grad_fmt, stride, padding, dilation, groups):

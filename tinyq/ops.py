@@ -390,6 +390,8 @@ class GELU(Function):
 
 
 class Cast(Function):
+    keeps_format = False   # an explicit conversion: the result leaves the format
+
     @staticmethod
     def forward(ctx, a, *, dtype):
         ctx.in_dtype = a.dtype
@@ -509,8 +511,9 @@ def dropout(a, p=0.5, training=True, rng=None):
 
 
 def cast(a, dtype):
+    """a in another NumPy dtype (differentiable); casting a bf16/fp8 tensor to float32 leaves its format."""
     dtype = np.dtype(dtype)
-    if a.dtype == dtype:
+    if a.dtype == dtype and a.fmt is None:
         return a
     return Cast.apply(a, dtype=dtype)
 

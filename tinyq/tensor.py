@@ -4,6 +4,14 @@ The whole of reverse-mode autodiff is `backward`: order the graph so that every
 tensor comes after the tensors it was computed from, then walk that order
 backwards, handing each Function the gradient of its output and adding the
 gradients it returns into its inputs.
+
+dtype rules (tested in tests/test_ops.py and tests/test_lowp.py):
+- `tensor(x)`: an ndarray keeps its dtype; Python floats/lists become float32, ints int64.
+- float16, float32 and float64 tensors compute in their own dtype; nothing becomes float64 silently.
+- An op on two tensors of different float dtypes is a TypeError: convert explicitly with `.to(dtype)`.
+- Constants (Python numbers, ndarrays) take the tensor's dtype.
+- Gradients come back in each input's dtype and accumulate in the parameter's dtype.
+- bf16/fp8 are float32 tensors with `fmt` set; ops keep them on the format's grid (see tinyq/lowp.py).
 """
 from __future__ import annotations
 

@@ -6,6 +6,10 @@
 projection (so every output element matters), runs backward once, and compares
 each input's gradient with the finite differences. `REGISTRY` lists a case for
 every op so one parametrized test checks all of them.
+
+`gradcheck_function(MyFunction, inputs)` checks one Function's `backward` by
+calling it directly, without building a graph or walking it: use it while
+writing a new op, before `Tensor.backward` (or anything else) is in the way.
 """
 from __future__ import annotations
 
@@ -22,24 +26,33 @@ class GradcheckError(AssertionError):
     """Analytic and numeric gradients disagree."""
 
 
-def numeric_gradient(fn: Callable, arrays: list, index: int, projection: np.ndarray, eps: float) -> np.ndarray:
-    """Central differences of sum(fn(arrays) * projection) with respect to arrays[index]."""
+def numeric_gradient(scalar_fn: Callable, arrays: list, index: int, eps: float) -> np.ndarray:
+    """Central differences of the number scalar_fn(arrays) with respect to arrays[index] (changed in place)."""
     x = arrays[index]
     grad = np.zeros_like(x)
     flat, flat_grad = x.reshape(-1), grad.reshape(-1)
     for i in range(flat.size):
         original = flat[i]
         flat[i] = original + eps
-        plus = np.sum(_evaluate(fn, arrays) * projection)
+        plus = scalar_fn(arrays)
         flat[i] = original - eps
-        minus = np.sum(_evaluate(fn, arrays) * projection)
+        minus = scalar_fn(arrays)
         flat[i] = original
         flat_grad[i] = (plus - minus) / (2 * eps)
     return grad
 
 
-def _evaluate(fn, arrays):
-    return fn(*[Tensor(a) for a in arrays]).data
+def _compare(name: str, i: int, analytic, numeric: np.ndarray, atol: float, rtol: float) -> None:
+    analytic = np.zeros_like(numeric) if analytic is None else np.asarray(analytic)
+    if analytic.shape != numeric.shape:
+        raise GradcheckError(f"{name}: gradient of input {i} has shape {analytic.shape}, expected {numeric.shape}")
+    error = np.abs(analytic - numeric) - (atol + rtol * np.abs(numeric))
+    if np.any(error > 0):
+        worst = np.unravel_index(np.argmax(error), error.shape) if error.size else ()
+        raise GradcheckError(
+            f"{name}: gradient of input {i} (shape {numeric.shape}) is wrong at index "
+            f"{tuple(int(j) for j in worst)}: analytic {analytic[worst]:.6g}, numeric {numeric[worst]:.6g} "
+            f"(max abs difference {np.max(np.abs(analytic - numeric)):.3g})")
 
 
 def gradcheck(fn: Callable, arrays: list, name: str = "fn", eps: float = 1e-6, atol: float = 1e-6,
@@ -53,16 +66,35 @@ def gradcheck(fn: Callable, arrays: list, name: str = "fn", eps: float = 1e-6, a
         raise GradcheckError(f"{name}: float64 inputs gave a {out.dtype} output (silent dtype change)")
     projection = rng.standard_normal(out.shape)
     (out * projection).sum().backward()
+
+    def scalar(current):
+        return np.sum(fn(*[Tensor(a) for a in current]).data * projection)
     for i, t in enumerate(inputs):
-        numeric = numeric_gradient(fn, arrays, i, projection, eps)
-        analytic = t.grad if t.grad is not None else np.zeros_like(numeric)
-        error = np.abs(analytic - numeric) - (atol + rtol * np.abs(numeric))
-        if np.any(error > 0) or analytic.shape != numeric.shape:
-            worst = np.unravel_index(np.argmax(error), error.shape) if error.size else ()
-            raise GradcheckError(
-                f"{name}: gradient of input {i} (shape {t.shape}) is wrong at index {tuple(int(j) for j in worst)}: "
-                f"analytic {analytic[worst]:.6g}, numeric {numeric[worst]:.6g} "
-                f"(max abs difference {np.max(np.abs(analytic - numeric)):.3g})")
+        _compare(name, i, t.grad, numeric_gradient(scalar, arrays, i, eps), atol, rtol)
+
+
+def gradcheck_function(function, arrays: list, name: str | None = None, eps: float = 1e-6, atol: float = 1e-6,
+                       rtol: float = 1e-4, rng: np.random.Generator | None = None, **options) -> None:
+    """Check function.backward(ctx, g) against central differences of function.forward, both called directly.
+
+    Every array is an input that wants a gradient; `options` are forward's keyword options.
+    """
+    name = name or function.__name__
+    arrays = [np.array(a, dtype=np.float64) for a in arrays]
+    rng = rng if rng is not None else np.random.default_rng(0)
+    ctx = function()
+    ctx.inputs = tuple(Tensor(a.copy(), requires_grad=True) for a in arrays)
+    out = function.forward(ctx, *[a.copy() for a in arrays], **options)
+    projection = rng.standard_normal(np.shape(out))
+    grads = function.backward(ctx, projection)
+    grads = grads if isinstance(grads, tuple) else (grads,)
+    if len(grads) != len(arrays):
+        raise GradcheckError(f"{name}.backward returned {len(grads)} gradients for {len(arrays)} inputs")
+
+    def scalar(current):
+        return np.sum(function.forward(function(), *[a.copy() for a in current], **options) * projection)
+    for i, g in enumerate(grads):
+        _compare(name, i, g, numeric_gradient(scalar, arrays, i, eps), atol, rtol)
 
 
 # ------------------------------------------------------------------- registry

@@ -119,6 +119,20 @@ def test_log_softmax_is_stable_for_huge_logits():
     np.testing.assert_allclose(F.softmax(tq.tensor(np.array([[1e4, 1e4]]))).data, [[0.5, 0.5]])
 
 
+def test_fused_log_softmax_equals_the_composite_of_primitives():
+    """LogSoftmax is one fused Function (stable, one pass); the composite x - log(sum(exp x)) must agree."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((5, 7))
+    upstream = rng.standard_normal((5, 7))
+    fused_in, composite_in = tq.tensor(x, requires_grad=True), tq.tensor(x, requires_grad=True)
+    fused = ops.log_softmax(fused_in, axis=1)
+    composite = composite_in - ops.log(ops.exp(composite_in).sum(axis=1, keepdims=True))
+    np.testing.assert_allclose(fused.data, composite.data, rtol=1e-12, atol=1e-12)
+    fused.backward(upstream)
+    composite.backward(upstream)
+    np.testing.assert_allclose(fused_in.grad, composite_in.grad, rtol=1e-10, atol=1e-12)
+
+
 def test_sigmoid_does_not_overflow():
     with np.errstate(over="raise"):
         out = ops.sigmoid(tq.tensor(np.array([-1000.0, 0.0, 1000.0], dtype=np.float32)))

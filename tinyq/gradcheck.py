@@ -184,6 +184,8 @@ REGISTRY = {
     "pad": Case(lambda a: ops.pad(a, ((1, 0), (2, 1)), value=0.5), lambda r: [r.standard_normal((2, 3))]),
     "dropout": Case(lambda a: ops.dropout(a, 0.4, rng=np.random.default_rng(7)), lambda r: [r.standard_normal((3, 4))]),
     "log_softmax": Case(lambda a: ops.log_softmax(a, axis=1), lambda r: [r.standard_normal((3, 5))]),
+    "log_softmax_composite": Case(lambda a: a - ops.log(ops.exp(a).sum(axis=1, keepdims=True)),
+                                  lambda r: [r.standard_normal((3, 5))]),
     "conv2d": Case(lambda x, w, b: convolution.conv2d(x, w, b, stride=1, padding=1),
                    lambda r: [r.standard_normal((2, 3, 5, 4)), r.standard_normal((4, 3, 3, 2)), r.standard_normal(4)]),
     "conv2d_strided_dilated": Case(lambda x, w: convolution.conv2d(x, w, stride=(2, 1), padding=(1, 2), dilation=2),

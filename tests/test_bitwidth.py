@@ -75,7 +75,7 @@ def test_sensitivity_reports_one_record_per_layer(trained):
 def test_sweep_command_writes_table_json_csv_and_plot(tmp_path, capsys):
     out = tmp_path / "sweep"
     code = main(["sweep", "--epochs", "2", "--bits", "8", "3", "--observers", "minmax", "--qat", "lsq",
-                 "--qat-epochs", "1", "--out", str(out), "--quiet", "--sensitivity"])
+                 "--qat-epochs", "1", "--out", str(out), "--no-progress", "--sensitivity"])
     assert code == 0
     printed = capsys.readouterr().out
     assert "ptq-minmax" in printed and "qat-lsq" in printed and "size (bytes)" in printed and "wall time" in printed
@@ -88,7 +88,7 @@ def test_sweep_command_writes_table_json_csv_and_plot(tmp_path, capsys):
         assert (out / name).stat().st_size > 0
     # reuse the trained float model
     code = main(["sensitivity", "--checkpoint", str(out / "float.npz"), "--bits", "3", "--out", str(tmp_path / "s"),
-                 "--quiet"])
+                 "--no-progress"])
     assert code == 0 and "loaded mlp" in capsys.readouterr().out
     assert len(json.loads((tmp_path / "s" / "sensitivity.json").read_text())["records"]) == 3
 
@@ -103,7 +103,7 @@ def test_sweep_command_writes_table_json_csv_and_plot(tmp_path, capsys):
     (["sweep", "--checkpoint", "missing.npz"], "does not exist"),
 ])
 def test_bad_arguments_are_one_line_errors(argv, message, tmp_path, capsys):
-    code = main(argv + ["--epochs", "1", "--qat-epochs", "1", "--out", str(tmp_path), "--quiet"]
-                if argv[0] == "sweep" else argv + ["--epochs", "1", "--out", str(tmp_path), "--quiet"])
+    code = main(argv + ["--epochs", "1", "--qat-epochs", "1", "--out", str(tmp_path), "--no-progress"]
+                if argv[0] == "sweep" else argv + ["--epochs", "1", "--out", str(tmp_path), "--no-progress"])
     assert code == 2
     assert message in capsys.readouterr().err

@@ -81,10 +81,10 @@ def test_lowprec_command_writes_table_json_csv_and_plot(tmp_path, capsys):
                  "--no-progress", "--out", str(out)])
     assert code == 0
     assert "Q1.6" in capsys.readouterr().out
-    payload = json.loads((tmp_path / "lowprec.json").read_text())
+    payload = json.loads((out / "lowprec.json").read_text())
     assert len(payload["records"]) == 3 and payload["metadata"]["seed"] == 0
-    assert (tmp_path / "lowprec.csv").read_text().startswith("word_bits,")
-    assert (tmp_path / "lowprec.png").stat().st_size > 1000
+    assert (out / "lowprec.csv").read_text().startswith("word_bits,")
+    assert (out / "lowprec.png").stat().st_size > 1000
 
 
 def test_bad_arguments_are_rejected():

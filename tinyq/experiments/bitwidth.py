@@ -232,11 +232,11 @@ def _common_args(out_default: str):
             arg("--epochs", type=int, default=None, help="float training epochs (default per model)"),
             arg("--out", default=out_default, help="folder for JSON, CSV, PNG and the float checkpoint"),
             arg("--seed", type=int, default=0),
-            arg("--quiet", action="store_true", help="no progress bars")]
+            arg("--no-progress", action="store_true", help="no progress bars (they are off when not a terminal)")]
 
 
 def _setup(args):
-    args.progress = not args.quiet and sys.stderr.isatty()
+    args.progress = not args.no_progress and sys.stderr.isatty()
     os.makedirs(args.out, exist_ok=True)
     return print
 

@@ -23,6 +23,7 @@ The reference run trains the same initial float32 weights in float32 with no rou
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -195,8 +196,8 @@ def plot(records: list):
                arg("--batch-size", type=int, default=32), arg("--hidden", type=int, default=128),
                arg("--activation-rounding", choices=ROUNDINGS, default=None,
                    help="rounding of activations and errors (default: the same as the update's)"),
-               arg("--seed", type=int, default=0), arg("--out", default="results/lowprec",
-                                                        help="writes OUT.json, OUT.csv and OUT.png"),
+               arg("--seed", type=int, default=0), arg("--out", default="runs/lowprec", metavar="DIR",
+                                                        help="folder for lowprec.json, .csv and .png"),
                arg("--no-progress", action="store_true")])
 def lowprec_command(args) -> int:
     """Gupta et al. 2015 on the 8x8 digits: train the MLP with weights, activations and errors in
@@ -213,8 +214,9 @@ def lowprec_command(args) -> int:
                "outputs_saturated"]
     print(rec.format_table(results, columns, title=f"fixed-point training, seed {args.seed}"))
     metadata = {k: v for k, v in vars(args).items() if not k.startswith("_")}
-    rec.save_json(results, args.out + ".json", metadata=metadata)
-    rec.save_csv(results, args.out + ".csv")
-    save_figure(plot(results), args.out + ".png")
-    print(f"wrote {args.out}.json, .csv, .png in {time.perf_counter() - start:.1f} s")
+    out = Path(args.out)
+    rec.save_json(results, out / "lowprec.json", metadata=metadata)
+    rec.save_csv(results, out / "lowprec.csv")
+    save_figure(plot(results), out / "lowprec.png")
+    print(f"wrote {out / 'lowprec.json'}, .csv, .png in {time.perf_counter() - start:.1f} s")
     return 0

@@ -20,6 +20,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from tinyq import kernels
 from tinyq.function import Function
 from tinyq.kernels import im2col as kernels_im2col
+from tinyq.shape_ops import _check_same_dtype
 from tinyq.tensor import Tensor
 
 # Compiled numba loops for col2im and max-pooling when numba can JIT (not under NUMBA_DISABLE_JIT=1),
@@ -219,9 +220,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         raise ValueError(f"conv2d: out_channels {out_channels} is not divisible by groups {groups}")
     if bias is not None and bias.shape != (out_channels,):
         raise ValueError(f"conv2d expects bias ({out_channels},), got {bias.shape}")
-    dtypes = {t.dtype for t in (x, weight, bias) if isinstance(t, Tensor)}
-    if len(dtypes) > 1:
-        raise TypeError(f"conv2d expects input, weight and bias of one dtype, got {sorted(map(str, dtypes))}")
+    _check_same_dtype("conv2d", (x, weight, bias), "input, weight and bias")
     h, w = x.shape[2] + 2 * padding[0], x.shape[3] + 2 * padding[1]
     if output_size(h, kh, stride[0], dilation[0]) < 1 or output_size(w, kw, stride[1], dilation[1]) < 1:
         raise ValueError(f"conv2d: kernel {(kh, kw)} with dilation {dilation} does not fit the padded input "

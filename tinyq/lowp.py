@@ -30,7 +30,7 @@ import numpy as np
 
 from tinyq import convolution
 from tinyq.formats import floats
-from tinyq.formats.floats import FloatFormat
+from tinyq.formats.floats import FloatFormat, check_format
 from tinyq.function import Function, unbroadcast
 from tinyq.tensor import Tensor
 
@@ -38,13 +38,6 @@ ACCUMULATORS = ("fp32", "fp16")
 
 
 # ------------------------------------------------------------------ formats and storage
-def _check_format(fmt, who: str) -> FloatFormat:
-    if not isinstance(fmt, FloatFormat):
-        raise TypeError(f"{who} expects a FloatFormat (floats.FP16, floats.BF16, floats.FP8_E4M3, ...), "
-                        f"got {type(fmt).__name__}")
-    return fmt
-
-
 def storage_dtype(fmt: FloatFormat) -> np.dtype:
     """float16 for FP16 (NumPy has it), float32 for every other format (fp32 itself, or simulated)."""
     return np.dtype(np.float16) if fmt == floats.FP16 else np.dtype(np.float32)
@@ -106,7 +99,7 @@ def to_format(t, fmt: FloatFormat, mode: str = "nearest", rng: np.random.Generat
     """
     if not isinstance(t, Tensor):
         raise TypeError(f"to_format expects a Tensor, got {type(t).__name__}")
-    fmt = _check_format(fmt, "to_format")
+    fmt = check_format(fmt, "to_format")
     if t.dtype.kind != "f":
         raise TypeError(f"to_format expects a float tensor, got dtype {t.dtype}")
     return _tag(RoundToFormat.apply(t, fmt=fmt, mode=mode, rng=rng), fmt)
@@ -203,9 +196,9 @@ def _wants_grad(ctx, i: int) -> bool:
 
 
 def _options(fmt, accumulate, out_fmt, grad_fmt, who):
-    fmt = _check_format(fmt, who)
-    out_fmt = fmt if out_fmt is None else _check_format(out_fmt, who)
-    grad_fmt = fmt if grad_fmt is None else _check_format(grad_fmt, who)
+    fmt = check_format(fmt, who)
+    out_fmt = fmt if out_fmt is None else check_format(out_fmt, who)
+    grad_fmt = fmt if grad_fmt is None else check_format(grad_fmt, who)
     return fmt, _accumulator(accumulate), out_fmt, grad_fmt
 
 

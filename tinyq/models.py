@@ -51,6 +51,22 @@ def convnet8(in_channels: int = 1, num_classes: int = 10, width: int = 32, rng=N
 MODELS = {"mlp": mlp, "lenet": lenet5, "convnet": convnet8}
 
 
+def for_images(name: str, image_shape: tuple, num_classes: int = 10, rng=None, mlp_hidden=(512,),
+               convnet_width: int = 32) -> nn.Module:
+    """The named model (mlp | lenet | convnet) sized for images of image_shape (C, H, W)."""
+    channels, height, width = image_shape
+    if name == "mlp":
+        return mlp((channels * height * width, *mlp_hidden, num_classes), rng=rng)
+    if name == "lenet":
+        if (height, width) not in ((28, 28), (32, 32)):
+            raise ValueError(f"lenet expects 28x28 or 32x32 images, got {height}x{width}; use --model convnet "
+                             "or mlp for the 8x8 digits, or --dataset mnist/fashion")
+        return lenet5(channels, num_classes, image_size=height, rng=rng)
+    if name == "convnet":
+        return convnet8(channels, num_classes, width=convnet_width, rng=rng)
+    raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+
+
 def get_model(name: str, **kwargs) -> nn.Module:
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; expected one of {sorted(MODELS)}")

@@ -1,7 +1,8 @@
 """Primitive differentiable ops: one Function each, one lowercase helper each.
 
 Arithmetic and elementwise math live here; reductions and shape ops live in
-shape_ops.py and are re-exported, so `ops.sum`, `ops.reshape`, ... work too.
+shape_ops.py, activations and dropout in activations.py, and both are
+re-exported, so `ops.sum`, `ops.relu`, ... work too.
 
 Each Function states its forward and its local derivative side by side; the
 chain rule (multiply by the incoming `grad`) and unbroadcasting happen here too,
@@ -13,9 +14,11 @@ import numbers
 
 import numpy as np
 
+from tinyq.activations import (GELU, Dropout, LeakyReLU, ReLU, Sigmoid, Tanh, dropout, gelu,  # noqa: F401
+                               leaky_relu, relu, sigmoid, tanh)
 from tinyq.function import Function, unbroadcast
 from tinyq.shape_ops import (Concatenate, Expand, GetItem, Max, Mean, Pad, Permute, Reshape, Stack, Sum,  # noqa: F401
-                             Var, _tensor_arg, concatenate, expand, flatten, getitem, max, mean, min,
+                             Var, _check_same_dtype, _tensor_arg, concatenate, expand, flatten, getitem, max, mean, min,
                              pad, permute, reshape, stack, sum, transpose, var)
 from tinyq.tensor import FLOAT_DTYPES, Tensor
 
@@ -252,29 +255,18 @@ class Abs(Function):
 
 
 class Maximum(Function):
+    """maximum(a, b) elementwise (or minimum, with largest=False)."""
+
     @staticmethod
-    def forward(ctx, a, b):
+    def forward(ctx, a, b, *, largest=True):
         ctx.save_for_backward(a, b)
-        return np.maximum(a, b)
+        ctx.largest = largest
+        return np.maximum(a, b) if largest else np.minimum(a, b)
 
     @staticmethod
-    def backward(ctx, grad):                       # to the larger input; ties split evenly
+    def backward(ctx, grad):                       # to the winning input; ties split evenly
         a, b = ctx.saved_tensors
-        share_a = (a > b) + 0.5 * (a == b)
-        return (unbroadcast(grad * share_a.astype(grad.dtype), np.shape(a)),
-                unbroadcast(grad * (1 - share_a).astype(grad.dtype), np.shape(b)))
-
-
-class Minimum(Function):
-    @staticmethod
-    def forward(ctx, a, b):
-        ctx.save_for_backward(a, b)
-        return np.minimum(a, b)
-
-    @staticmethod
-    def backward(ctx, grad):                       # to the smaller input; ties split evenly
-        a, b = ctx.saved_tensors
-        share_a = (a < b) + 0.5 * (a == b)
+        share_a = ((a > b) if ctx.largest else (a < b)) + 0.5 * (a == b)
         return (unbroadcast(grad * share_a.astype(grad.dtype), np.shape(a)),
                 unbroadcast(grad * (1 - share_a).astype(grad.dtype), np.shape(b)))
 
@@ -312,83 +304,6 @@ class Clip(Function):
         return grad * inside
 
 
-class ReLU(Function):
-    @staticmethod
-    def forward(ctx, a):
-        out = np.maximum(a, 0)
-        ctx.save_for_backward(out)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad):                       # 1 where a > 0
-        (out,) = ctx.saved_tensors
-        return grad * (out > 0)
-
-
-class LeakyReLU(Function):
-    @staticmethod
-    def forward(ctx, a, *, slope):
-        ctx.save_for_backward(a)
-        ctx.slope = slope
-        return np.where(a > 0, a, a * a.dtype.type(slope))
-
-    @staticmethod
-    def backward(ctx, grad):                       # 1 where a > 0, slope elsewhere
-        (a,) = ctx.saved_tensors
-        return np.where(a > 0, grad, grad * grad.dtype.type(ctx.slope))
-
-
-class Sigmoid(Function):
-    @staticmethod
-    def forward(ctx, a):
-        out = np.empty_like(a)                     # two branches so exp never overflows
-        positive = a >= 0
-        out[positive] = 1 / (1 + np.exp(-a[positive]))
-        e = np.exp(a[~positive])
-        out[~positive] = e / (1 + e)
-        ctx.save_for_backward(out)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad):                       # s' = s (1 - s)
-        (out,) = ctx.saved_tensors
-        return grad * out * (1 - out)
-
-
-class Tanh(Function):
-    @staticmethod
-    def forward(ctx, a):
-        out = np.tanh(a)
-        ctx.save_for_backward(out)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad):                       # tanh' = 1 - tanh^2
-        (out,) = ctx.saved_tensors
-        return grad * (1 - out * out)
-
-
-_GELU_C = np.sqrt(2 / np.pi)
-
-
-class GELU(Function):
-    """gelu(a) = a/2 (1 + tanh(c (a + 0.044715 a^3))), c = sqrt(2/pi) (Hendrycks & Gimpel's tanh form)."""
-
-    @staticmethod
-    def forward(ctx, a):
-        c = a.dtype.type(_GELU_C)
-        inner = np.tanh(c * (a + a.dtype.type(0.044715) * a ** 3))
-        ctx.save_for_backward(a, inner)
-        return a.dtype.type(0.5) * a * (1 + inner)
-
-    @staticmethod
-    def backward(ctx, grad):
-        a, inner = ctx.saved_tensors
-        c = a.dtype.type(_GELU_C)
-        d_inner = (1 - inner * inner) * c * (1 + a.dtype.type(3 * 0.044715) * a * a)
-        return grad * a.dtype.type(0.5) * (1 + inner + a * d_inner)
-
-
 class Cast(Function):
     keeps_format = False   # an explicit conversion: the result leaves the format
 
@@ -422,18 +337,6 @@ class LogSoftmax(Function):
         ### END SOLUTION
 
 
-class Dropout(Function):
-    @staticmethod
-    def forward(ctx, a, *, p, rng):
-        keep = rng.random(a.shape, dtype=np.float32) >= p
-        ctx.mask = keep.astype(a.dtype) / a.dtype.type(1 - p)
-        return a * ctx.mask
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad * ctx.mask
-
-
 # --------------------------------------------------------- lowercase helpers
 def add(a, b): return Add.apply(*_operands("add", a, b))
 def sub(a, b): return Sub.apply(*_operands("sub", a, b))
@@ -446,12 +349,7 @@ def log(a): return Log.apply(_tensor_arg("log", a))
 def sqrt(a): return Sqrt.apply(_tensor_arg("sqrt", a))
 def abs(a): return Abs.apply(_tensor_arg("abs", a))  # noqa: A001
 def maximum(a, b): return Maximum.apply(*_operands("maximum", a, b))
-def minimum(a, b): return Minimum.apply(*_operands("minimum", a, b))
-def relu(a): return ReLU.apply(_tensor_arg("relu", a))
-def sigmoid(a): return Sigmoid.apply(_tensor_arg("sigmoid", a))
-def tanh(a): return Tanh.apply(_tensor_arg("tanh", a))
-def gelu(a): return GELU.apply(_tensor_arg("gelu", a))
-def leaky_relu(a, slope=0.01): return LeakyReLU.apply(_tensor_arg("leaky_relu", a), slope=slope)
+def minimum(a, b): return Maximum.apply(*_operands("minimum", a, b), largest=False)
 def log_softmax(a, axis=-1): return LogSoftmax.apply(_tensor_arg("log_softmax", a), axis=axis)
 
 
@@ -480,10 +378,7 @@ def linear(x, weight, bias=None):
         raise ValueError(f"linear expects input (..., {weight.shape[1]}), got {x.shape}")
     if bias is not None and bias.shape != (weight.shape[0],):
         raise ValueError(f"linear expects bias ({weight.shape[0]},), got {bias.shape}")
-    dtypes = {t.dtype for t in (x, weight, bias) if t is not None}
-    if len(dtypes) > 1:
-        raise TypeError(f"linear expects input, weight and bias of one float dtype, got {sorted(map(str, dtypes))}; "
-                        f"convert one explicitly with .to(...)")
+    _check_same_dtype("linear", (x, weight, bias), "input, weight and bias")
     return Linear.apply(x, weight) if bias is None else Linear.apply(x, weight, bias)
 
 
@@ -498,16 +393,6 @@ def clip(a, lo=None, hi=None):
     if lo is None and hi is None:
         raise ValueError("clip needs at least one of lo, hi")
     return Clip.apply(_tensor_arg("clip", a), lo=lo, hi=hi)
-
-
-def dropout(a, p=0.5, training=True, rng=None):
-    """Zero each element with probability p, scale the rest by 1/(1-p) (identity when not training)."""
-    if not 0 <= p < 1:
-        raise ValueError(f"dropout probability must be in [0, 1), got {p}")
-    if not training or p == 0:
-        return a
-    from tinyq.tensor import _rng
-    return Dropout.apply(_tensor_arg("dropout", a), p=p, rng=_rng(rng))
 
 
 def cast(a, dtype):

@@ -278,12 +278,14 @@ def stack(tensors, axis=0):
     return Stack.apply(*tensors, axis=axis)
 
 
-def _check_same_dtype(name, tensors):
+def _check_same_dtype(name, tensors, what="tensors"):
+    """One dtype among the Tensors (None and constants are skipped), else a TypeError naming them."""
     if not tensors:
         raise ValueError(f"{name} expects at least one tensor")
     dtypes = {t.dtype for t in tensors if isinstance(t, Tensor)}
     if len(dtypes) > 1:
-        raise TypeError(f"{name} expects tensors of one dtype, got {sorted(str(d) for d in dtypes)}")
+        raise TypeError(f"{name} expects {what} of one dtype, got {sorted(str(d) for d in dtypes)}; "
+                        f"convert one explicitly with .to(...)")
 
 
 def pad(a, pad_width, value=0.0):

@@ -23,7 +23,7 @@ from tinyq import functional as F
 from tinyq import nn, optim
 from tinyq.data import LOADERS, ArrayDataset, DataLoader, RandomShift, normalize
 from tinyq.experiments.records import save_json
-from tinyq.models import convnet8, lenet5, mlp
+from tinyq import models
 
 # per-model defaults used by `tinyq train` (measured on the 8x8 digits; see README)
 DEFAULTS = {
@@ -113,19 +113,8 @@ def fit(model: nn.Module, train_loader: DataLoader, optimizer: optim.Optimizer, 
 
 def build_model(name: str, image_shape: tuple[int, int, int], num_classes: int = 10,
                 rng: np.random.Generator | None = None) -> nn.Module:
-    """The named model (mlp | lenet | convnet) sized for images of image_shape (C, H, W)."""
-    channels, height, width = image_shape
-    if name == "mlp":
-        hidden = 512
-        return mlp((channels * height * width, hidden, num_classes), rng=rng)
-    if name == "lenet":
-        if (height, width) not in ((28, 28), (32, 32)):
-            raise ValueError(f"lenet expects 28x28 or 32x32 images, got {height}x{width}; use --model convnet "
-                             "or mlp for the 8x8 digits, or --dataset mnist/fashion")
-        return lenet5(channels, num_classes, image_size=height, rng=rng)
-    if name == "convnet":
-        return convnet8(channels, num_classes, rng=rng)
-    raise ValueError(f"unknown model {name!r}; choose one of {', '.join(DEFAULTS)}")
+    """The named model (mlp 512 hidden | lenet | convnet width 32) sized for images of image_shape (C, H, W)."""
+    return models.for_images(name, image_shape, num_classes, rng=rng)
 
 
 def split_validation(x: np.ndarray, y: np.ndarray, fraction: float, rng: np.random.Generator):

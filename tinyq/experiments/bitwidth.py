@@ -30,25 +30,10 @@ DEFAULT_BITS = (8, 6, 5, 4, 3, 2)
 FLOAT_DEFAULTS = {"mlp": dict(epochs=60, lr=0.1), "convnet": dict(epochs=12, lr=0.05), "lenet": dict(epochs=6, lr=0.05)}
 
 
-def fast_mode() -> bool:
-    """TINYQ_FAST=1 (CI, notebook tests): at most 5 float epochs and 1 QAT epoch."""
-    return os.environ.get("TINYQ_FAST", "") not in ("", "0")
-
-
 def build_model(name: str, image_shape: tuple, num_classes: int = 10, rng: np.random.Generator | None = None):
     """mlp (in, 256, 128, classes) | convnet (convnet8, width 16) | lenet (28x28 / 32x32 images only)."""
     from tinyq import models
-    channels, height, width = image_shape
-    if name == "mlp":
-        return models.mlp((channels * height * width, 256, 128, num_classes), rng=rng)
-    if name == "convnet":
-        return models.convnet8(channels, num_classes, width=16, rng=rng)
-    if name == "lenet":
-        if (height, width) not in ((28, 28), (32, 32)):
-            raise ValueError(f"lenet expects 28x28 or 32x32 images, got {height}x{width}; "
-                             "use --model mlp or convnet for the 8x8 digits")
-        return models.lenet5(channels, num_classes, image_size=height, rng=rng)
-    raise ValueError(f"unknown model {name!r}; choose one of mlp, convnet, lenet")
+    return models.for_images(name, image_shape, num_classes, rng=rng, mlp_hidden=(256, 128), convnet_width=16)
 
 
 def generator(seed: int, *keys: int) -> np.random.Generator:
@@ -203,6 +188,7 @@ def _float_model(args, echo):
     else:
         settings = FLOAT_DEFAULTS[args.model]
         epochs = args.epochs or settings["epochs"]
+        from tinyq.train import fast_mode
         if fast_mode():
             epochs = min(epochs, 5)
         started = time.perf_counter()
@@ -269,6 +255,7 @@ def sweep_command(args):
             raise ValueError(f"sweep expects bit-widths in 2..16, got {b}")
     if args.qat_epochs < 1:
         raise ValueError(f"--qat-epochs must be >= 1, got {args.qat_epochs}")
+    from tinyq.train import fast_mode
     if fast_mode():
         args.qat_epochs = 1
     model, train_set, test_set = _float_model(args, echo)

@@ -179,7 +179,8 @@ def _as_float64(x, who: str) -> np.ndarray:
     return array.astype(np.float64)
 
 
-def _check_format(fmt, who: str) -> FloatFormat:
+def check_format(fmt, who: str) -> FloatFormat:
+    """fmt itself if it is a FloatFormat, else a TypeError naming `who`."""
     if not isinstance(fmt, FloatFormat):
         raise TypeError(f"{who} expects a FloatFormat (e.g. floats.BF16), got {type(fmt).__name__}")
     return fmt
@@ -197,7 +198,7 @@ def round_to(x, fmt: FloatFormat, mode: str = "nearest", rng: np.random.Generato
               saturates to ±max or becomes NaN the same way. NaN stays NaN.
     flush_subnormals  results below min_normal become ±0 (flush-to-zero after rounding).
     """
-    fmt = _check_format(fmt, "round_to")
+    fmt = check_format(fmt, "round_to")
     if mode not in ROUNDING_MODES:
         raise ValueError(f"round_to mode must be one of {ROUNDING_MODES}, got {mode!r}")
     if mode == "stochastic" and not isinstance(rng, np.random.Generator):
@@ -239,7 +240,7 @@ def encode(x, fmt: FloatFormat) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     x is first rounded to fmt (round_to, nearest-even, the format's overflow default).
     NaN is encoded as E = all ones with M = 2^(m-1) (ieee, the quiet NaN) or M = all ones (fn).
     """
-    fmt = _check_format(fmt, "encode")
+    fmt = check_format(fmt, "encode")
     values = round_to(x, fmt).astype(np.float64)
     m = fmt.mantissa_bits
     sign = np.signbit(values).astype(np.int64)
@@ -261,7 +262,7 @@ def encode(x, fmt: FloatFormat) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def decode(sign, exponent, mantissa, fmt: FloatFormat) -> np.ndarray:
     """x = (-1)^s · 2^(E - bias) · (1 + M/2^m), or 2^emin · M/2^m when E = 0; specials per convention (float32)."""
-    fmt = _check_format(fmt, "decode")
+    fmt = check_format(fmt, "decode")
     fields = {}
     limits = {"sign": 1, "exponent": 2 ** fmt.exponent_bits - 1, "mantissa": 2 ** fmt.mantissa_bits - 1}
     for name, value in (("sign", sign), ("exponent", exponent), ("mantissa", mantissa)):
@@ -293,7 +294,7 @@ def to_bits(x, fmt: FloatFormat) -> np.ndarray:
 
 def from_bits(bits, fmt: FloatFormat) -> np.ndarray:
     """x = decode(bits >> (e + m), (bits >> m) & (2^e - 1), bits & (2^m - 1))   (float32)."""
-    fmt = _check_format(fmt, "from_bits")
+    fmt = check_format(fmt, "from_bits")
     array = np.asarray(bits)
     if array.dtype.kind not in "iu":
         raise TypeError(f"from_bits expects integer bit patterns, got dtype {array.dtype}")
@@ -307,7 +308,7 @@ def from_bits(bits, fmt: FloatFormat) -> np.ndarray:
 
 def all_values(fmt: FloatFormat) -> np.ndarray:
     """Every finite value of fmt, sorted, ±0 counted once (float32; formats of at most 16 bits)."""
-    fmt = _check_format(fmt, "all_values")
+    fmt = check_format(fmt, "all_values")
     if fmt.total_bits > 16:
         raise ValueError(f"all_values lists formats of at most 16 bits, {fmt.name} has {fmt.total_bits}")
     values = from_bits(np.arange(2 ** fmt.total_bits), fmt)

@@ -22,7 +22,7 @@ import numpy as np
 from tinyq import autograd_state
 from tinyq.nn import BatchNorm1d, BatchNorm2d, Conv2d, Identity, Linear, Module, Parameter
 from tinyq.quant.config import QuantConfig
-from tinyq.quant.qat import convert, quantize_layers, replace_child
+from tinyq.quant.qat import convert, quantize_layers
 from tinyq.tensor import Tensor
 
 __all__ = ["fold_bn_params", "fold_batchnorm", "prepare", "calibrate", "convert", "quantize_ptq"]
@@ -80,8 +80,8 @@ def fold_batchnorm(model: Module) -> Module:
         for first, second in zip(names[:-1], names[1:]):
             layer, bn = parent._modules[first], parent._modules[second]
             if (type(layer), type(bn)) in _FOLDABLE:
-                replace_child(parent, first, _fold_pair(layer, bn))
-                replace_child(parent, second, Identity())
+                setattr(parent, first, _fold_pair(layer, bn))
+                setattr(parent, second, Identity())
     return model
 
 

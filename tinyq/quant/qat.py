@@ -133,15 +133,6 @@ class QuantConv2d(_QuantLayer):
 _SWAPS = {Linear: QuantLinear, Conv2d: QuantConv2d}
 
 
-def replace_child(parent: Module, name: str, module: Module) -> None:
-    """parent.<name> = module, keeping its position among the children (a Sequential runs them in that order).
-
-    Plain setattr on Module re-registers the name at the end of the children, which would reorder a Sequential.
-    """
-    parent._modules[name] = module
-    object.__setattr__(parent, name, module)
-
-
 def quantizable_layers(model: Module) -> list:
     """Names of the Linear/Conv2d layers (as named_modules names them) that a QuantConfig can address."""
     return [name for name, module in model.named_modules() if type(module) in _SWAPS]
@@ -166,7 +157,7 @@ def quantize_layers(model: Module, config: QuantConfig, observe_only: bool = Fal
                 continue
             qconfig = config.for_layer(f"{parent_name}.{child_name}" if parent_name else child_name)
             if qconfig is not None:
-                replace_child(parent, child_name, _SWAPS[type(child)](child, qconfig, observe_only, pact_alpha_l2))
+                setattr(parent, child_name, _SWAPS[type(child)](child, qconfig, observe_only, pact_alpha_l2))
     return model
 
 

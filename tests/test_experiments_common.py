@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from tinyq.experiments import plotting, records
+from tinyq import records
+from tinyq.experiments import plotting
 
 ROWS = [{"method": "ptq", "bits": 8, "accuracy": 0.97}, {"method": "ptq", "bits": 4, "accuracy": 0.8},
         {"method": "qat", "bits": 4, "accuracy": 0.95}]

@@ -22,7 +22,7 @@ import tinyq as tq
 from tinyq import functional as F
 from tinyq import nn, optim
 from tinyq.data import LOADERS, ArrayDataset, DataLoader, RandomShift, normalize
-from tinyq.experiments.records import save_json
+from tinyq.records import save_json
 from tinyq import models
 
 # per-model defaults used by `tinyq train` (measured on the 8x8 digits; see README)

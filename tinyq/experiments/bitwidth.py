@@ -12,14 +12,11 @@ fine-tunes a copy for a few epochs with SGD. Every random choice comes from --se
 """
 from __future__ import annotations
 
-import os
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from tinyq.cli import arg, command
 
 METHOD_IDS = {"minmax": 0, "percentile": 1, "mse": 2, "entropy": 3, "moving_average": 4, "ste": 10, "lsq": 11,
               "pact": 12}
@@ -174,9 +171,9 @@ def sensitivity(model, train_set, test_set, bits: int = 2, observer: str = "minm
     return records
 
 
-# ---------------------------------------------------------------------------- command line
+# ---------------------------------------------------------------------------- used by `tinyq sweep` / `tinyq sensitivity`
 
-def _float_model(args, echo):
+def float_model(args, echo):
     """Train the float model from --seed (or load --checkpoint); returns (model, train_set, test_set)."""
     import tinyq as tq
 
@@ -200,99 +197,12 @@ def _float_model(args, echo):
     return model, train_set, test_set
 
 
-def _sensitivity_outputs(records, out: Path, echo, bits: int, observer: str):
+def write_sensitivity(records, out: Path, echo, bits: int, observer: str):
     from tinyq.experiments.plotting import bar_plot, save_figure
-    from tinyq.experiments.records import format_table, save_csv, save_json
+    from tinyq.records import format_table, save_csv, save_json
     echo(format_table(records, title=f"per-layer sensitivity: one layer at a time at {bits} bits (PTQ {observer})"))
     save_json(records, out / "sensitivity.json", metadata={"bits": bits, "observer": observer})
     save_csv(records, out / "sensitivity.csv")
     save_figure(bar_plot(records, "layer", "drop", title=f"accuracy drop with one layer at {bits} bits",
                          ylabel="accuracy drop (fp32 − quantized)"), out / "sensitivity.png")
     echo(f"wrote {out / 'sensitivity.json'}, .csv and .png")
-
-
-def _common_args(out_default: str):
-    return [arg("--dataset", default="digits", help="digits (bundled) | mnist | fashion"),
-            arg("--model", default="mlp", choices=["mlp", "convnet", "lenet"]),
-            arg("--checkpoint", default=None, help="load this float state dict (.npz) instead of training"),
-            arg("--epochs", type=int, default=None, help="float training epochs (default per model)"),
-            arg("--out", default=out_default, help="folder for JSON, CSV, PNG and the float checkpoint"),
-            arg("--seed", type=int, default=0),
-            arg("--no-progress", action="store_true", help="no progress bars (they are off when not a terminal)")]
-
-
-def _setup(args):
-    args.progress = not args.no_progress and sys.stderr.isatty()
-    os.makedirs(args.out, exist_ok=True)
-    return print
-
-
-@command("sweep", help="accuracy vs bit-width: PTQ with each observer and QAT (STE, LSQ) at 8..2 bits",
-         args=_common_args("runs/sweep") + [
-             arg("--bits", type=int, nargs="+", default=list(DEFAULT_BITS), help="bit-widths (2..16)"),
-             arg("--observers", nargs="+", default=list(PTQ_OBSERVERS), help="PTQ observers"),
-             arg("--qat", nargs="+", default=list(QAT_METHODS), help="QAT methods: ste lsq pact"),
-             arg("--qat-epochs", type=int, default=3, help="QAT fine-tuning epochs from the float model"),
-             arg("--sensitivity", action="store_true", help="also run the per-layer sensitivity"),
-             arg("--sensitivity-bits", type=int, default=2)])
-def sweep_command(args):
-    """Train (or load) a float model, then quantize it at each bit-width with PTQ (each observer) and QAT
-    (short fine-tuning); print method × bits → test accuracy and model size; write sweep.json/.csv/.png."""
-    from tinyq.experiments.plotting import line_plot, save_figure
-    from tinyq.experiments.records import format_table, pivot, save_csv, save_json
-    from tinyq.quant.observers import OBSERVERS
-
-    echo = _setup(args)
-    started = time.perf_counter()
-    for name in args.observers:
-        if name not in OBSERVERS:
-            raise ValueError(f"unknown observer {name!r}; known observers: {', '.join(sorted(OBSERVERS))}")
-    for name in args.qat:
-        if name not in ("ste", "lsq", "pact"):
-            raise ValueError(f"unknown QAT method {name!r}; choose from ste, lsq, pact")
-    for b in args.bits:
-        if not 2 <= b <= 16:
-            raise ValueError(f"sweep expects bit-widths in 2..16, got {b}")
-    if args.qat_epochs < 1:
-        raise ValueError(f"--qat-epochs must be >= 1, got {args.qat_epochs}")
-    from tinyq.train import fast_mode
-    if fast_mode():
-        args.qat_epochs = 1
-    model, train_set, test_set = _float_model(args, echo)
-    records = sweep(model, train_set, test_set, args.bits, args.observers, args.qat, args.qat_epochs, args.seed,
-                    progress=args.progress)
-    out = Path(args.out)
-    fp32 = records[0]
-    table = pivot(records[1:], "method", "bits", "accuracy")
-    sizes = {"method": "size (bytes)"}
-    sizes.update({f"bits={r['bits']}": r["size_bytes"] for r in records[1:]})
-    echo(format_table(table + [sizes], title=f"test accuracy, {args.model} on {args.dataset} "
-                                            f"(fp32 {fp32['accuracy']:.4f}, {fp32['size_bytes']} bytes)"))
-    metadata = {k: v for k, v in vars(args).items() if not k.startswith("_")}
-    save_json(records, out / "sweep.json", metadata=metadata)
-    save_csv(records, out / "sweep.csv")
-    figure = line_plot(records[1:], "bits", "accuracy", group="method", reference={"fp32": fp32["accuracy"]},
-                       title=f"{args.model} on {args.dataset}: accuracy vs bit-width (W = A bits)",
-                       xlabel="bits (weights and activations)", ylabel="test accuracy", invert_x=True)
-    save_figure(figure, out / "sweep.png")
-    echo(f"wrote {out / 'sweep.json'}, .csv and .png")
-    if args.sensitivity:
-        _sensitivity_outputs(sensitivity(model, train_set, test_set, args.sensitivity_bits, progress=args.progress),
-                             out, echo, args.sensitivity_bits, "minmax")
-    echo(f"wall time: {time.perf_counter() - started:.1f} s")
-
-
-@command("sensitivity", help="per-layer sensitivity: quantize one layer at a time to low bits, report the drop",
-         args=_common_args("runs/sensitivity") + [
-             arg("--bits", type=int, default=2, help="bit-width for the one quantized layer (2..16)"),
-             arg("--observer", default="minmax", help="PTQ observer")])
-def sensitivity_command(args):
-    """Quantize each Linear/Conv2d alone (weights and input) with PTQ at --bits; table + bar plot of the drop."""
-    echo = _setup(args)
-    started = time.perf_counter()
-    if not 2 <= args.bits <= 16:
-        raise ValueError(f"--bits must be in 2..16, got {args.bits}")
-    model, train_set, test_set = _float_model(args, echo)
-    records = sensitivity(model, train_set, test_set, args.bits, args.observer, progress=args.progress)
-    _sensitivity_outputs(records, Path(args.out), echo, args.bits, args.observer)
-    echo(f"wall time: {time.perf_counter() - started:.1f} s")

@@ -108,7 +108,7 @@ class RunFolder:
 
     def _describe(self, manifest: dict) -> str:
         status = manifest.get("status", "?")
-        progress = manifest.get("info", {}).get("progress")
+        progress = manifest.get("info", {}).get("progress") if status != "finished" else None
         return f"a {status} `tinyq {manifest.get('command', '?')}` run" + (f" ({progress})" if progress else "")
 
     def open(self, *, resume: bool = False, overwrite: bool = False) -> dict | None:

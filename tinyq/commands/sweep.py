@@ -45,7 +45,10 @@ def _prepare(args, command_name: str, settings: dict, echo):
     args.progress = not args.no_progress and sys.stderr.isatty()
     train_set, test_set = bitwidth.load_data(args.dataset)
     shape, classes = train_set.x.shape[1:], int(train_set.y.max()) + 1
-    model = bitwidth.build_model(args.model, shape, classes, rng=bitwidth.generator(args.seed, 0))
+    try:
+        model = bitwidth.build_model(args.model, shape, classes, rng=bitwidth.generator(args.seed, 0))
+    except ValueError as error:         # lenet on the 8x8 digits
+        raise OptionError("--model", str(error)) from None
     if args.checkpoint:
         try:
             load_into(model, args.checkpoint, bitwidth.checkpoint_candidates(shape, classes))

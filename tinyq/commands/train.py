@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 
 from tinyq.cli import arg, command
-from tinyq.commands.options import (check_output_dir, data_options, fraction, no_progress_option, out_option,
+from tinyq.commands.options import (OptionError, check_output_dir, data_options, fraction, no_progress_option, out_option,
                                     positive_float, positive_int, run_folder_options, seed_option)
 
 
@@ -30,6 +30,8 @@ def train_command(args) -> int:
 
     out = args.out or os.path.join("runs", f"{args.model}-{args.dataset}-seed{args.seed}")
     check_output_dir(out)
+    if args.resume and args.overwrite:
+        raise OptionError("--resume", "and --overwrite exclude each other")
     run(args.model, args.dataset, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         val_fraction=args.val_fraction, augment=not args.no_augment, seed=args.seed, out=out,
         resume=args.resume, overwrite=args.overwrite, progress=False if args.no_progress else None)

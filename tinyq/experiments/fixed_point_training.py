@@ -164,7 +164,7 @@ def configurations(word_bits, frac_bits=None, roundings=ROUNDINGS) -> list:
     configs = [(None, None, "nearest_even")]
     for n in frac_bits or ():
         if not any(0 <= n <= w - 1 for w in word_bits):
-            raise ValueError(f"frac_bits {n} fits none of the word lengths {list(word_bits)} "
+            raise ValueError(f"frac_bits {n} fits none of the word lengths word_bits {list(word_bits)} "
                              "(a w-bit signed word has 0..w-1 fraction bits)")
     for w in word_bits:
         if not isinstance(w, (int, np.integer)) or not 2 <= w <= MAX_WORD_BITS:

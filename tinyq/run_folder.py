@@ -13,13 +13,13 @@ the new manifest with its files, some possibly still pending (`repair` renames t
 place). Every run into a folder starts with `repair`, which also removes the temporaries of
 killed writers. `verify` lists what disagrees with the manifest (empty after `repair`).
 
+The manifest is the truth: a file it does not name, or whose hash differs, is a leftover.
 An existing run is never mixed with a new one: starting a run in a folder that holds one
-is refused unless `resume` (continue it: same command and settings) or `overwrite` (its
-files and manifest are deleted first, manifest first) is asked for.
+is refused unless `resume` (continue it: same command and settings) or `overwrite` (a new
+manifest naming no files replaces the old one, then `repair` deletes the old run's files).
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -58,9 +58,16 @@ def read_manifest(folder) -> dict | None:
     return manifest
 
 
+def _unnamed_outputs(folder: Path, manifest: dict) -> list[str]:
+    """Output files of the run's command that the manifest does not name (left by a replaced run)."""
+    return [name for name in manifest.get("outputs", []) if name != MANIFEST and name not in manifest["files"]
+            and (folder / name).exists()]
+
+
 def repair(folder) -> dict | None:
     """Finish or undo an interrupted commit: pending files the manifest names are renamed into place,
-    others deleted; temporaries of dead writers deleted. Returns the manifest."""
+    others deleted; output files the manifest does not name (a replaced run's) deleted; temporaries
+    of dead writers deleted. Returns the manifest."""
     folder = Path(folder)
     if not folder.is_dir():
         return None
@@ -75,6 +82,8 @@ def repair(folder) -> dict | None:
             os.replace(entry.path, folder / name)
         else:
             os.remove(entry.path)
+    for name in _unnamed_outputs(folder, manifest) if manifest else []:
+        os.remove(folder / name)
     return manifest
 
 
@@ -93,6 +102,7 @@ def verify(folder) -> list[str]:
             problems.append(f"{name} differs from the one the manifest names")
     problems += [f"leftover {entry.name}" for entry in os.scandir(folder)
                  if entry.name.endswith((".pending", ".tmp"))]
+    problems += [f"{name} is not part of the run" for name in _unnamed_outputs(folder, manifest)]
     return problems
 
 
@@ -125,8 +135,9 @@ class RunFolder:
                 raise RunFolderError(f"--resume: {self.path} holds no run to resume")
             return self._start()
         if overwrite:
-            self._clear(manifest)
-            return self._start()
+            self._start()              # the commit point: from here on the folder holds the new run
+            repair(self.path)          # which deletes the old run's files
+            return None
         held = self._describe(manifest) if manifest else f"files of an earlier run ({', '.join(existing)})"
         if not resume:
             hint = "--resume to continue it or " if manifest and manifest.get("status") != "finished" else ""
@@ -146,18 +157,9 @@ class RunFolder:
         self.manifest = manifest
         return manifest
 
-    def _clear(self, manifest: dict | None) -> None:
-        """Delete the old run: manifest first (so no manifest ever names missing files), then its files."""
-        names = set(self.outputs) | set((manifest or {}).get("files", {}))
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(self.path / MANIFEST)
-        for name in names:
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(self.path / name)
-
     def _start(self) -> None:
         self.manifest = {"command": self.command, "settings": self.settings, "status": "running", "info": {},
-                         "files": {}}
+                         "outputs": sorted(set(self.outputs) | {MANIFEST}), "files": {}}
         write_json(self.path / MANIFEST, self.manifest)
         return None
 

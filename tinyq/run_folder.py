@@ -20,13 +20,12 @@ manifest naming no files replaces the old one, then `repair` deletes the old run
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
 from typing import Callable
 
-from tinyq.atomic import atomic_path, remove_stale_temporaries, write_json
+from tinyq.atomic import atomic_path, remove_stale_temporaries, sha256_file, write_json
 
 MANIFEST = "run.json"
 PENDING = ".{name}.pending"
@@ -34,14 +33,6 @@ PENDING = ".{name}.pending"
 
 class RunFolderError(ValueError):
     """The folder holds another run, or its files disagree with its manifest."""
-
-
-def sha256_file(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_manifest(folder) -> dict | None:
@@ -161,7 +152,6 @@ class RunFolder:
         self.manifest = {"command": self.command, "settings": self.settings, "status": "running", "info": {},
                          "outputs": sorted(set(self.outputs) | {MANIFEST}), "files": {}}
         write_json(self.path / MANIFEST, self.manifest)
-        return None
 
     def commit(self, files: dict[str, Callable[[str], None]] | None = None, *, status: str = "running",
                info: dict | None = None) -> None:

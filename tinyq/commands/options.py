@@ -34,78 +34,58 @@ class OptionError(ValueError):
 
 # ---------------------------------------------------------------------------- value types
 
-def _number(text: str, kind, expected: str):
+def _parse(text: str, kind, expected: str, ok=lambda value: True):
+    """kind(text) if it parses, is finite and ok(value); else ArgumentTypeError "expected <expected>, got '<text>'"."""
     try:
         value = kind(text)
     except (TypeError, ValueError):
-        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
-    if kind is float and not math.isfinite(value):
+        value = None
+    if value is None or (kind is float and not math.isfinite(value)) or not ok(value):
         raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
     return value
 
 
 def finite_float(text: str) -> float:
     """Any finite number (no nan, inf)."""
-    return _number(text, float, "a finite number")
+    return _parse(text, float, "a finite number")
 
 
 def positive_float(text: str) -> float:
     """x > 0, finite."""
-    value = _number(text, float, "a finite number > 0")
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
-    return value
+    return _parse(text, float, "a finite number > 0", lambda x: x > 0)
 
 
 def nonnegative_float(text: str) -> float:
     """x >= 0, finite."""
-    value = _number(text, float, "a finite number >= 0")
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
-    return value
+    return _parse(text, float, "a finite number >= 0", lambda x: x >= 0)
 
 
 def fraction(text: str) -> float:
     """0 <= x < 1 (a share of something that must keep at least part of it)."""
-    value = _number(text, float, "a fraction in [0, 1)")
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), got {text!r}")
-    return value
+    return _parse(text, float, "a fraction in [0, 1)", lambda x: 0.0 <= x < 1.0)
 
 
 def positive_int(text: str) -> int:
     """n >= 1."""
-    value = _number(text, int, "a positive integer")
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+    return _parse(text, int, "a positive integer", lambda n: n >= 1)
 
 
 def nonnegative_int(text: str) -> int:
     """n >= 0."""
-    value = _number(text, int, "a non-negative integer")
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
-    return value
+    return _parse(text, int, "a non-negative integer", lambda n: n >= 0)
 
 
 def int_in(low: int, high: int):
     """A type for integers in low..high (inclusive)."""
     def parse(text: str) -> int:
-        value = _number(text, int, f"an integer in {low}..{high}")
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"expected an integer in {low}..{high}, got {text!r}")
-        return value
+        return _parse(text, int, f"an integer in {low}..{high}", lambda n: low <= n <= high)
     parse.__name__ = f"int_in_{low}_{high}"
     return parse
 
 
 def seed_int(text: str) -> int:
     """0 <= seed < 2^63 (np.random.SeedSequence takes non-negative integers)."""
-    value = _number(text, int, "a non-negative integer seed")
-    if not 0 <= value < 2 ** 63:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer seed below 2^63, got {text!r}")
-    return value
+    return _parse(text, int, "a non-negative integer seed below 2^63", lambda n: 0 <= n < 2 ** 63)
 
 
 # ---------------------------------------------------------------------------- shared options

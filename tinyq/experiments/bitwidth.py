@@ -13,7 +13,6 @@ fine-tunes a copy for a few epochs with SGD. Every random choice comes from --se
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 

@@ -16,17 +16,11 @@ import numpy as np
 
 from tinyq.activations import (GELU, Dropout, LeakyReLU, ReLU, Sigmoid, Tanh, dropout, gelu,  # noqa: F401
                                leaky_relu, relu, sigmoid, tanh)
-from tinyq.function import Function, unbroadcast
+from tinyq.function import Function, needs_grad, unbroadcast  # noqa: F401  (needs_grad: used by the exercises)
 from tinyq.shape_ops import (Concatenate, Expand, GetItem, Max, Mean, Pad, Permute, Reshape, Stack, Sum,  # noqa: F401
                              Var, _check_same_dtype, _tensor_arg, concatenate, expand, flatten, getitem, max, mean, min,
                              pad, permute, reshape, stack, sum, transpose, var)
 from tinyq.tensor import FLOAT_DTYPES, Tensor
-
-
-def needs_grad(ctx, i: int) -> bool:
-    """Does positional input i of this op want a gradient? (saves work for constants)."""
-    t = ctx.inputs[i]
-    return isinstance(t, Tensor) and t.requires_grad
 
 
 def _constant(value, dtype):
@@ -305,8 +299,6 @@ class Clip(Function):
 
 
 class Cast(Function):
-    keeps_format = False   # an explicit conversion: the result leaves the format
-
     @staticmethod
     def forward(ctx, a, *, dtype):
         ctx.in_dtype = a.dtype
@@ -403,12 +395,23 @@ def cast(a, dtype):
     return Cast.apply(a, dtype=dtype)
 
 
+_CONVERSIONS: dict = {}     # type of a conversion target (other than a NumPy dtype) -> function(t, target, mode, rng)
+
+
+def register_conversion(target_type: type, convert) -> None:
+    """Let `t.to(target)` accept targets of target_type: it calls convert(t, target, mode=..., rng=...).
+
+    The core knows only NumPy dtypes; tinyq.lowp registers its number formats (FloatFormat) here.
+    """
+    _CONVERSIONS[target_type] = convert
+
+
 def to(a, target, mode="nearest", rng=None):
-    """Tensor.to: a NumPy float dtype casts; a number format (floats.BF16, ...) rounds onto its grid
-    (mode "nearest" or "stochastic" with an explicit rng)."""
-    if hasattr(target, "mantissa_bits"):
-        from tinyq import lowp
-        return lowp.to_format(a, target, mode=mode, rng=rng)
+    """Tensor.to: a NumPy float dtype casts; a registered target type (a number format such as floats.BF16,
+    registered by tinyq.lowp) converts with its own function (mode "nearest" or "stochastic" with an rng)."""
+    for target_type, convert in _CONVERSIONS.items():
+        if isinstance(target, target_type):
+            return convert(a, target, mode=mode, rng=rng)
     if mode != "nearest" or rng is not None:
         raise ValueError(f"rounding mode {mode!r} applies to number formats, not to the NumPy dtype {target}")
     return cast(a, target)
@@ -428,7 +431,7 @@ def _install_methods():
         "sum": sum, "mean": mean, "max": max, "min": min, "var": var, "clip": clip,
         "reshape": reshape, "flatten": flatten, "permute": permute, "transpose": transpose,
         "expand": expand, "matmul": matmul, "log_softmax": log_softmax,
-        "maximum": maximum, "minimum": minimum, "pad": pad,
+        "maximum": maximum, "minimum": minimum, "pad": pad, "astype": cast, "to": to,
     }
     for name, fn in methods.items():
         setattr(Tensor, name, fn)

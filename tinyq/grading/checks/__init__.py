@@ -49,7 +49,7 @@ class Check:
     rtol: float = 0.0
     atol: float = 0.0
     cases: int = 3
-    name: str = ""  # optional; defaults to the probe's function name
+    name: str = ""  # optional; defaults to the probe function's name without "probe_"
 
     def __post_init__(self):
         if not isinstance(self.exercise, str) or not self.exercise:
@@ -66,7 +66,7 @@ class Check:
         if isinstance(self.cases, bool) or not isinstance(self.cases, int) or self.cases < 1:
             raise ValueError(f"Check.cases must be an int >= 1, got {self.cases!r}")
         if not self.name:
-            object.__setattr__(self, "name", self.probe.split(":")[1])
+            object.__setattr__(self, "name", self.probe.split(":")[1].removeprefix("probe_"))
 
     @property
     def key(self) -> str:

@@ -29,3 +29,11 @@ __all__ = ["observers", "fake_quant", "quantizers", "config", "fold", "qat", "pt
            "prepare", "calibrate", "convert", "quantize_ptq", "fold_batchnorm", "fold_bn_params",
            "model_size_bytes", "FakeQuantize", "LSQQuantizer", "PACTQuantizer", "fake_quantize_ste",
            "lsq_fake_quantize", "pact_fake_quantize"]
+
+# Old import paths, kept while chapters and callers move to the new modules (names listed in the issue-9
+# note): the quantizer modules and PerChannelObservers used to live in fake_quant, make_quant_observer too.
+for _name in ("FakeQuantize", "LSQQuantizer", "PACTQuantizer"):
+    setattr(fake_quant, _name, getattr(quantizers, _name))
+fake_quant.PerChannelObservers = observers.PerChannelObservers
+fake_quant.make_quant_observer = observers.make_observer
+del _name

@@ -22,8 +22,9 @@ every op in the low-precision list, and ReLU and max-pooling are exact in any fo
 a tensor is multiplied by s = 2^floor(log2(max_fmt / amax)) (a power of two, so exact) and
 divided by s after, which puts its largest element near the top of the format's range.
 
-The hook: autocast is a *function mode*: an object called as mode(function_cls, apply, *args,
-**kwargs) around every Function.apply while it is active (see `function_mode`).
+The hook: autocast is a *function mode* (tinyq.function.FunctionMode): while it is active,
+every Function.apply(*inputs) becomes mode(function, apply, *inputs, **options); the core
+knows nothing of amp.
 """
 from __future__ import annotations
 
@@ -35,8 +36,8 @@ import numpy as np
 from tinyq import convolution, ops, shape_ops
 from tinyq.formats import floats
 from tinyq.formats.floats import FloatFormat
-from tinyq.function import Function
-from tinyq.lowp import round_array
+from tinyq.function import Function, FunctionMode
+from tinyq.lowp import KEEP_FORMATS, round_array
 from tinyq.tensor import Tensor
 
 LOW_PRECISION_OPS = (ops.MatMul, ops.VectorMatMul, ops.Linear, convolution.Conv2d)
@@ -102,9 +103,10 @@ def round_scaled(a: np.ndarray, fmt: FloatFormat, per_tensor: bool) -> tuple[np.
 
 
 class FormatCast(Function):
-    """forward: y = round_fmt(x);  backward: dL/dx = round_grad_fmt(dL/dy) (each optionally per-tensor scaled)."""
+    """forward: y = round_fmt(x);  backward: dL/dx = round_grad_fmt(dL/dy) (each optionally per-tensor scaled).
 
-    keeps_format = False   # the result is a plain float32 array holding grid values
+    The result is a plain float32 array holding grid values (no `fmt` tag).
+    """
 
     @staticmethod
     def forward(ctx, a, *, fmt, grad_fmt, per_tensor, record):
@@ -119,6 +121,9 @@ class FormatCast(Function):
         return rounded.astype(ctx.in_dtype, copy=False)
 
 
+KEEP_FORMATS.leaves_format.add(FormatCast)   # an explicit conversion: lowp's format-keeping mode lets it be
+
+
 def _is_low_or_wide(t) -> bool:
     return isinstance(t, Tensor) and (t.dtype == np.float16 or t.fmt is not None)
 
@@ -127,18 +132,19 @@ def _to_fp32(t):
     return ops.cast(t, np.float32) if _is_low_or_wide(t) else t
 
 
-class Autocast:
-    """The function mode behind `autocast`: routes each Function.apply by the op policy."""
+class Autocast(FunctionMode):
+    """The function mode behind `autocast`: routes each Function.apply by the op policy.
+
+    While it runs it is off the mode stack (FunctionMode's contract), so the casts and the real
+    op it calls do not come back to it.
+    """
 
     def __init__(self, dtype="float16", statistics=None):
         self.name, self.fmt, self.grad_fmt, self.per_tensor = recipe(dtype)
         self.statistics = statistics
         self.calls = 0             # low-precision ops seen so far: names layers "0.Conv2d", "1.Linear", ...
-        self._busy = False
 
     def __call__(self, function_cls, apply, *args, **kwargs):
-        if self._busy:
-            return apply(*args, **kwargs)
         if issubclass(function_cls, LOW_PRECISION_OPS):
             return self._low_precision(function_cls, apply, args, kwargs)
         if issubclass(function_cls, FP32_OPS):
@@ -161,31 +167,11 @@ class Autocast:
         roles = INPUT_ROLES.get(function_cls, ())
         cast = [self._cast(a, self.fmt, layer, roles[i] if i < len(roles) else f"arg{i}")
                 if isinstance(a, Tensor) and a.dtype.kind == "f" else a for i, a in enumerate(args)]
-        self._busy = True
-        try:
-            out = apply(*cast, **kwargs)           # fp32 arithmetic on grid values: exact products, fp32 sum
-        finally:
-            self._busy = False
+        out = apply(*cast, **kwargs)               # fp32 arithmetic on grid values: exact products, fp32 sum
         return self._cast(out, self.fmt, layer, "output")
 
     def __str__(self) -> str:
         return policy_table(self.name)
-
-
-# ---------------------------------------------------------------------------- the hook
-@contextlib.contextmanager
-def function_mode(mode):
-    """While active, every Function.apply(cls, *args) becomes mode(cls, real_apply, *args, **kwargs)."""
-    original = Function.__dict__["apply"]
-
-    def apply(cls, *args, **kwargs):
-        return mode(cls, original.__get__(None, cls), *args, **kwargs)
-
-    Function.apply = classmethod(apply)
-    try:
-        yield mode
-    finally:
-        Function.apply = original
 
 
 @contextlib.contextmanager
@@ -199,5 +185,5 @@ def autocast(dtype="float16", *, statistics=None, enabled: bool = True):
     if not enabled:
         yield None
         return
-    with function_mode(mode):
+    with mode:
         yield mode

@@ -61,7 +61,7 @@ class GradientStatistics:
 
     def __init__(self, bins: np.ndarray | None = None):
         self.bins = log2_bins() if bins is None else np.asarray(bins, dtype=np.float64)
-        self.entries: "OrderedDict[tuple[str, str], dict]" = OrderedDict()
+        self.entries: OrderedDict[tuple[str, str], dict] = OrderedDict()
 
     def record(self, layer: str, kind: str, grad: np.ndarray, fmt: FloatFormat) -> None:
         fractions = underflow_fractions(grad, fmt)

@@ -24,7 +24,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 import tinyq as tq
-from tinyq import amp, functional as F, models, optim
+from tinyq import amp, models, optim
+from tinyq import functional as F
 from tinyq.data import LOADERS, ArrayDataset, DataLoader, normalize
 
 # name -> (autocast dtype or None for fp32, scaling "none" | "static" | "dynamic")
@@ -135,7 +136,7 @@ def plot(results: list[dict]):
     """Three panels: test accuracy per epoch, training loss per epoch, loss scale per step (log2)."""
     from matplotlib.figure import Figure
 
-    import tinyq.experiments.plotting  # noqa: F401  (selects a headless backend)
+    import tinyq.experiments.plotting  # selects a headless matplotlib backend
     fig = Figure(figsize=(13, 4), constrained_layout=True)
     acc_ax, loss_ax, scale_ax = fig.subplots(1, 3)
     for r in results:

@@ -87,7 +87,7 @@ def draw_underflow(rng):
     return {"grad": rng.permutation(values), "format": name}
 
 
-def probe_underflow(grad, format):  # noqa: A002 - the format's name
+def probe_underflow(grad, format):
     from tinyq import amp
     from tinyq.formats import floats
     stats = amp.underflow_fractions(grad, floats.FORMATS[format])

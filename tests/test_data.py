@@ -332,6 +332,8 @@ import sys
 import types
 
 # import tinyq.data alone (NumPy only): the tinyq package's __init__ brings in numba and the engine (~150 MB)
+# (and from the folder given, not through an editable install's finder, which ignores __path__)
+sys.meta_path = [f for f in sys.meta_path if not getattr(f, "__module__", "").startswith("__editable__")]
 package = types.ModuleType("tinyq")
 package.__path__ = [sys.argv[2]]
 sys.modules["tinyq"] = package

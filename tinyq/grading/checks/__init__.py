@@ -121,7 +121,7 @@ def split_values(values: dict, what: str) -> tuple[dict[str, np.ndarray], dict]:
     for name, value in values.items():
         if not isinstance(name, str) or not name.isidentifier():
             raise TypeError(f"{what}: keys must be identifiers, got {name!r}")
-        if isinstance(value, SCALAR_TYPES):
+        if isinstance(value, SCALAR_TYPES) and not isinstance(value, np.generic):
             scalars[name] = value
         elif isinstance(value, (np.ndarray, np.generic)):
             array = np.asarray(value)

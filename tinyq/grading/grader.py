@@ -63,13 +63,13 @@ def check_timeout(timeout) -> float:
     return value
 
 
-def load_checks(reference: Path) -> list:
-    """The checks registered by the modules of reference/tinyq/grading/checks (the installed ones when
-    reference is the installed tinyq)."""
+def load_checks(reference: Path) -> tuple[list, dict]:
+    """(checks, {module name: module}) registered by the modules of reference/tinyq/grading/checks
+    (the installed ones when reference is the installed tinyq; else loaded aside, sys.modules restored)."""
     folder = reference / "tinyq" / "grading" / "checks"
     installed = Path(machinery.__file__).resolve().parent
     if folder.resolve() == installed:
-        return machinery.all_checks()
+        return machinery.all_checks(), {}
     if not folder.is_dir():
         raise GradingError(f"the reference {reference} has no trusted checks (tinyq/grading/checks/)")
     saved_path, saved_registry = list(machinery.__path__), dict(machinery._registry)
@@ -80,7 +80,9 @@ def load_checks(reference: Path) -> list:
     machinery.__path__[:] = [str(folder)]
     machinery._registry.clear()
     try:
-        return machinery.all_checks()
+        found = machinery.all_checks()
+        modules = {name: sys.modules[name] for name in sys.modules if name.startswith(prefix)}
+        return found, modules
     finally:
         for name in [n for n in sys.modules if n.startswith(prefix)]:
             del sys.modules[name]
@@ -90,13 +92,13 @@ def load_checks(reference: Path) -> list:
         machinery._registry.update(saved_registry)
 
 
-def draw_tasks(checks, seed: int, wanted) -> tuple[list[dict], dict]:
+def draw_tasks(checks, seed: int, wanted, modules=None) -> tuple[list[dict], dict]:
     """(tasks, {task id: inputs}): every case of every check of the wanted exercises, drawn here."""
     tasks, inputs = [], {}
     for check in checks:
         if check.exercise not in wanted:
             continue
-        draw = machinery.resolve(check.draw)
+        draw = machinery.resolve(check.draw, modules)
         for case in range(check.cases):
             rng = np.random.default_rng([seed, zlib.crc32(check.key.encode()), case])
             try:
@@ -192,14 +194,17 @@ def grade(path=".", exercise: str | None = None, *, reference=None, timeout: flo
     wanted = list(exercises) if exercise is None else [e for e in exercises
                                                         if e == exercise or e in all_prerequisites(exercises, exercise)]
     started = time.monotonic()
-    checks = load_checks(reference)
-    tasks, inputs = draw_tasks(checks, seed, set(wanted))
+    checks, modules = load_checks(reference)
+    tasks, inputs = draw_tasks(checks, seed, set(wanted), modules)
     before = fingerprint(reference)
     with tempfile.TemporaryDirectory(prefix="tinyq-grade-") as work_name:
         work = Path(work_name)
         expected = run_side("reference", reference, tasks, wanted, work=work, reference=reference,
                             sandbox=chosen, timeout=timeout)
         broken = {e: side.describe_failure() for e, side in expected.items() if side.failed_tasks()}
+        broken.update({e: f"property {name} does not hold for the reference"
+                       for e, side in expected.items() for outputs in side.outputs.values()
+                       for name, value in outputs.items() if value.dtype == bool and not value.all()})
         if broken:
             raise GradingError(f"the reference {reference} fails its own checks (seed {seed}): {broken}")
         for leftover in work.iterdir():      # the expected outputs: in memory now, and nowhere on disk

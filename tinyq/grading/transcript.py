@@ -105,11 +105,10 @@ def _trace_location(path: Path, code_root: str) -> str:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return ""
-    blocks = re.split(r"\n(?=(?:Current thread|Thread) 0x)", text)
-    block = next((b for b in blocks if b.startswith("Current thread")), blocks[0] if blocks else "")
-    frames = [m.groupdict() for m in FRAME.finditer(block)]            # most recent call first
-    inside = [f for f in frames if f["file"].startswith(code_root + os.sep)]
-    frame = (inside or frames or [None])[0]
+    blocks = [[m.groupdict() for m in FRAME.finditer(block)]            # per thread, most recent call first
+              for block in re.split(r"\n(?=(?:Current thread|Thread) 0x)", text)]
+    inside = [f for frames in blocks for f in frames if f["file"].startswith(code_root + os.sep)]
+    frame = (inside or [f for frames in blocks for f in frames] or [None])[0]
     if frame is None:
         return ""
     filename = os.path.relpath(frame["file"], code_root) if frame["file"].startswith(code_root + os.sep) \

@@ -36,7 +36,7 @@ from tinyq import atomic
 from . import checks as machinery
 from .exercises import all_prerequisites, load_exercises
 from .sandbox import Child, child_command, choose_sandbox, site_folders
-from .transcript import Side, abbreviate, read_outputs, read_side
+from .transcript import Side, abbreviate, clean, read_outputs, read_side
 
 RUNNER = Path(__file__).with_name("runner.py")
 NO_SANDBOX_WARNING = ("no sandbox (bubblewrap missing or --sandbox none): the graded code could read the "
@@ -219,14 +219,14 @@ def grade(path=".", exercise: str | None = None, *, reference=None, timeout: flo
     if changed:
         warnings.append(f"the reference's files changed during this run ({', '.join(changed[:5])}): later grades "
                         "against it cannot be trusted; restore it (git checkout) before grading again")
-    report = {
+    report = clean({
         "path": str(code), "reference": str(reference), "exercise": exercise, "timeout": timeout, "seed": seed,
         "sandbox": chosen, "seconds": round(time.monotonic() - started, 2),
         "earned": sum(r["earned"] for r in rows), "points": sum(r["points"] for r in rows),
         "passed": sum(r["status"] == "passed" for r in rows), "total": len(rows),
         "ok": bool(rows) and all(r["status"] == "passed" for r in rows) and not changed,
         "reference_changed": changed, "warnings": warnings, "exercises": rows,
-    }
+    })
     if json_path is not None:
         atomic.write_json(json_path, report)
     return report

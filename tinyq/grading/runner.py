@@ -66,6 +66,8 @@ def describe(error: BaseException) -> dict:
     if isinstance(error, ProbeTimeout):
         return {"message": str(error.args[0]), "where": error.args[1], "kind": "timeout"}
     text = f"{type(error).__name__}: {error}"
+    if isinstance(error, OSError) and error.errno == 27:       # EFBIG from RLIMIT_FSIZE
+        text += " (past the 32 MB limit on the child's output and files)"
     if len(text) > 1500:
         text = text[:1500] + " …"
     frames = [(f.filename, f.lineno, f.name) for f in traceback.extract_tb(error.__traceback__)]

@@ -100,10 +100,10 @@ def child_command(sandbox: str, runner: Path, plan: Path, *, code_root: Path, sh
                   hide=()) -> tuple[list[str], dict | None]:
     """(argv, env) that runs the runner on plan, inside bubblewrap or not."""
     python = [sys.executable, "-I", "-S", str(runner), str(plan)]
-    if sandbox == "none":
-        return python, dict(CHILD_ENV)
+    if sandbox == "none":       # a numba cache of its own: a shared one could be poisoned for later runs
+        return python, {**CHILD_ENV, "NUMBA_CACHE_DIR": str(out / "numba-cache"), "TMPDIR": str(out)}
     command = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--clearenv"]
-    for key, value in CHILD_ENV.items():
+    for key, value in {**CHILD_ENV, "NUMBA_CACHE_DIR": "/tmp/numba-cache"}.items():
         command += ["--setenv", key, value]
     command += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
     runtime = runtime_folders()

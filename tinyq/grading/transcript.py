@@ -215,5 +215,18 @@ def read_side(child, out: Path, log: Path, exercises: list[str], timeout: float,
     return sides
 
 
+def clean(value):
+    """value with every string made printable UTF-8 (lone surrogates from undecodable bytes become \\udcXX),
+    recursively through dicts and lists: what the child wrote must not break the report."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {clean(k): clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clean(v) for v in value]
+    return value
+
+
 def _problem(event: dict, prefix: str = "") -> dict:
-    return {"message": prefix + str(event.get("message", "failed"))[:1500], "where": str(event.get("where", ""))[:300]}
+    return clean({"message": prefix + str(event.get("message", "failed"))[:1500],
+                  "where": str(event.get("where", ""))[:300]})

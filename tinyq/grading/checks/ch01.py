@@ -89,7 +89,7 @@ def probe_graph(program, constant_leaves, chain):
         nodes.append(a + b if op == 0 else a * b if op == 1 else a - b)
     y = nodes[-1] + nodes[0]
     for _ in range(chain):                           # deep: a recursive walk would hit the recursion limit
-        y = y * 1.0
+        y = -y
     order = topological_order(y)
     ids = [id(t) for t in order]
     position = {key: k for k, key in enumerate(ids)}

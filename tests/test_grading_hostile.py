@@ -7,7 +7,6 @@ that the JSON report exists, and that no process of the submission survives the 
 import json
 import os
 import shutil
-import signal
 import tempfile
 import time
 from pathlib import Path
@@ -87,8 +86,14 @@ def graded(setup, tmp_path, *, timeout=3.0, sandbox="auto", expect=HONEST_POINTS
 # ---------------------------------------------------------------- honest controls
 
 def test_honest_controls(setup, tmp_path):
-    rows, report = graded(setup, tmp_path)
+    """The honest submission gets exactly 2.2; the reference gets full marks; the bare student copy none.
+    (Correct solutions written differently pass under 50 seeds: test_grading_checks.py.)"""
+    reference, _ = setup
+    _, report = graded(setup, tmp_path)
     assert [r["id"] for r in report["exercises"] if r["status"] == "passed"] == ["2.2"]
+    graded((reference, reference), tmp_path, expect=10)
+    make_student_copy(reference, tmp_path / "bare")
+    graded((reference, tmp_path / "bare"), tmp_path, expect=0)
 
 
 # ---------------------------------------------------------------- attacks on the old pytest-based grader

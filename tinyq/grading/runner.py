@@ -155,7 +155,7 @@ def main(plan_path: str) -> int:
     np = numpy
     shared, out = os.path.dirname(os.path.abspath(plan_path)), plan["out"]
     CODE_ROOT = os.path.abspath(plan["code_root"])
-    EVENTS = open(os.path.join(out, "events.jsonl"), "a", encoding="utf-8")
+    EVENTS = open(os.path.join(out, "events.jsonl"), "a", encoding="utf-8")  # noqa: SIM115 - open until exit
     timeout, grace = float(plan["timeout"]), float(plan["grace"])
     emit({"event": "started", "pid": os.getpid()})
 

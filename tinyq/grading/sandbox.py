@@ -46,14 +46,14 @@ def _libc():
         return None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def bwrap_works() -> bool:
     """True when `bwrap` is on PATH and can start a sandbox here (user namespaces allowed)."""
     if shutil.which("bwrap") is None:
         return False
     command = ["bwrap", "--unshare-all", "--die-with-parent", "--ro-bind", "/", "/", "true"]
     try:
-        return subprocess.run(command, capture_output=True, timeout=30).returncode == 0
+        return subprocess.run(command, capture_output=True, timeout=30, check=False).returncode == 0
     except (OSError, subprocess.SubprocessError):
         return False
 
@@ -174,10 +174,10 @@ class Child:
         self._subreaper = self._libc is not None and self._libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
         self._before = {pid for pid in _all_pids() if (_stat_fields(pid) or ("", 0, 0))[1] == os.getpid()}
         processes = None if os.getuid() == 0 else _processes_of_user() + 64
-        self._log = open(log_path, "wb")
+        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=self._log,
                                         stderr=subprocess.STDOUT, start_new_session=True, cwd="/",
-                                        preexec_fn=functools.partial(_limits, cpu_seconds, MEMORY_LIMIT, processes))
+                                        preexec_fn=functools.partial(_limits, cpu_seconds, MEMORY_LIMIT, processes))  # noqa: PLW1509
         self.started = time.monotonic()
 
     def poll(self):

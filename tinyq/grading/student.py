@@ -159,7 +159,7 @@ def files_to_copy(src: Path) -> list[Path]:
     """Relative paths of the files a student copy holds: git's tracked files in a git checkout (minus
     deleted ones), else every file but caches, environments, build output, runs/ and top-level reports."""
     if (src / ".git").exists() and shutil.which("git"):
-        listed = subprocess.run(["git", "-C", str(src), "ls-files", "-z", "--cached"], capture_output=True)
+        listed = subprocess.run(["git", "-C", str(src), "ls-files", "-z", "--cached"], capture_output=True, check=False)
         if listed.returncode == 0:
             names = [n for n in listed.stdout.decode("utf-8", "surrogateescape").split("\0") if n]
             return sorted(Path(n) for n in names if (src / n).is_file() and not (src / n).is_symlink())

@@ -5,6 +5,7 @@ under 100 seeds, prerequisites) in test_grading_checks.py.
 """
 import json
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -255,6 +256,7 @@ def test_same_seed_same_inputs_and_the_seed_is_reported(repo):
 
 # ---------------------------------------------------------------- the invariant on the real repository
 
+@pytest.mark.slow
 def test_reference_gets_full_marks_and_student_copy_zero(tmp_path):
     """Every exercise in exercises.toml has a solution region; graded by the trusted checks, the reference
     gets every point and the generated student copy none (so no check is vacuous). Also: the copy imports,
@@ -282,3 +284,24 @@ def test_reference_gets_full_marks_and_student_copy_zero(tmp_path):
     passing = [r["id"] for r in student["exercises"] if r["cases_passed"]]
     assert not passing, f"trusted checks that pass without the solution (vacuous): {passing}"
     assert student["earned"] == 0 and all(r["status"] != "passed" for r in student["exercises"])
+
+
+@pytest.mark.slow
+def test_student_copy_fails_every_exercise_self_check_test(tmp_path):
+    """The pytest exercise tests (students' self-checks) are not vacuous: on the student copy every one of
+    them fails. (On the reference they pass: they are part of this suite.)"""
+    import xml.etree.ElementTree as ElementTree
+    make_student_copy(reference_root(), tmp_path / "student")
+    student = tmp_path / "student"
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTEST_ADDOPTS", "PYTHONPATH")}
+    env.update(PYTHONPATH=str(student), TINYQ_FAST="1", MPLBACKEND="Agg")
+    marked = sorted(str(path.relative_to(student)) for path in (student / "tests").glob("test_*.py")
+                    if "mark.exercise(" in path.read_text(encoding="utf-8"))        # collect only these: faster
+    run = subprocess.run([sys.executable, "-m", "pytest", *marked, "-m", "exercise", "-q", "-p", "no:cacheprovider",
+                          "--junitxml", str(tmp_path / "junit.xml"), "-o", "addopts=", "--timeout", "120"],
+                         cwd=student, env=env, capture_output=True, text=True, check=False)
+    cases = ElementTree.parse(tmp_path / "junit.xml").getroot().iter("testcase")
+    outcomes = {f"{c.get('classname')}::{c.get('name')}": [child.tag for child in c] for c in cases}
+    assert outcomes, run.stdout[-2000:]
+    passing = sorted(name for name, tags in outcomes.items() if not {"failure", "error"} & set(tags))
+    assert not passing, f"exercise tests that pass without the solution (vacuous): {passing}"

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+import tinyq.grading as tinyq_grading
 from tinyq.grading import grade, make_student_copy
 from tinyq.grading.sandbox import bwrap_works
 
@@ -204,9 +205,14 @@ def test_copying_the_reference_solution(setup, tmp_path, sandbox):
     replace_in(submission / "tinyq" / "arith.py",
                "    raise NotImplementedError('Exercise 1.1: add two numbers — see chapters/01_arith.ipynb')\n",
                COPY_REFERENCE.format(path=str(reference / "tinyq" / "arith.py")))
+    installed = Path(tinyq_grading.__file__).resolve().parents[1] / "function.py"   # the installed solutions
+    replace_in(submission / "tinyq" / "geometry.py",
+               "            raise NotImplementedError('Exercise 2.1: square area — see chapters/02_geometry.ipynb')",
+               f"            return float(len(open({str(installed)!r}).read()) * 0)")
     if sandbox == "bwrap":
         rows, _ = graded(setup, tmp_path, sandbox="bwrap")
         assert "FileNotFoundError" in rows["1.1"]["failures"][0]["message"]
+        assert "FileNotFoundError" in rows["2.1"]["failures"][0]["message"]
     else:
         _, report = graded(setup, tmp_path, sandbox="none", expect=HONEST_POINTS + 2)
         assert any("reference solution" in warning for warning in report["warnings"])

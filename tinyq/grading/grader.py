@@ -209,7 +209,9 @@ def grade(path=".", exercise: str | None = None, *, reference=None, timeout: flo
             raise GradingError(f"the reference {reference} fails its own checks (seed {seed}): {broken}")
         for leftover in work.iterdir():      # the expected outputs: in memory now, and nowhere on disk
             shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
-        hide = {str(reference), str(Path(machinery.__file__).resolve().parents[2])}
+        installed = Path(machinery.__file__).resolve().parents[2]          # the installed tinyq package
+        hide = {str(reference / "tinyq"), str(reference / "chapters"), str(installed),
+                str(installed.parent / "chapters")}                          # where solutions are written
         got = run_side("submission", code, tasks, wanted, work=work, reference=reference, sandbox=chosen,
                        timeout=timeout, hide=hide)
     after = fingerprint(reference)

@@ -73,8 +73,8 @@ def test_student_copy_replaces_every_region(repo, tmp_path):
 
 BAD_MARKERS = {
     "unclosed": ("def f():\n    ### BEGIN SOLUTION 1.1\n    return 1\n", 2, "never closed"),
-    "nested": ("def f():\n    ### BEGIN SOLUTION 1.1\n    ### BEGIN SOLUTION 1.2\n    return 1\n"
-               "    ### END SOLUTION\n    ### END SOLUTION\n", 3, "cannot nest"),
+    "nested": (("def f():\n    ### BEGIN SOLUTION 1.1\n    ### BEGIN SOLUTION 1.2\n    return 1\n"
+                "    ### END SOLUTION\n    ### END SOLUTION\n"), 3, "cannot nest"),
     "end without begin": ("def f():\n    return 1\n    ### END SOLUTION\n", 3, "without a BEGIN"),
     "unknown id": ("def f():\n    ### BEGIN SOLUTION 9.9\n    return 1\n    ### END SOLUTION\n", 2, "unknown exercise id '9.9'"),
     "missing id": ("def f():\n    ### BEGIN SOLUTION\n    return 1\n    ### END SOLUTION\n", 2, "expected"),
@@ -290,7 +290,7 @@ def test_reference_gets_full_marks_and_student_copy_zero(tmp_path):
 def test_student_copy_fails_every_exercise_self_check_test(tmp_path):
     """The pytest exercise tests (students' self-checks) are not vacuous: on the student copy every one of
     them fails. (On the reference they pass: they are part of this suite.)"""
-    import xml.etree.ElementTree as ElementTree
+    from xml.etree import ElementTree
     make_student_copy(reference_root(), tmp_path / "student")
     student = tmp_path / "student"
     env = {k: v for k, v in os.environ.items() if k not in ("PYTEST_ADDOPTS", "PYTHONPATH")}

@@ -101,7 +101,7 @@ def child_command(sandbox: str, runner: Path, plan: Path, *, code_root: Path, sh
     """(argv, env) that runs the runner on plan, inside bubblewrap or not."""
     python = [sys.executable, "-I", "-S", str(runner), str(plan)]
     if sandbox == "none":       # a numba cache of its own: a shared one could be poisoned for later runs
-        return python, {**CHILD_ENV, "NUMBA_CACHE_DIR": str(out / "numba-cache"), "TMPDIR": str(out)}
+        return python, {**CHILD_ENV, "NUMBA_CACHE_DIR": str(out / "numba-cache"), "TMPDIR": str(out), "HOME": str(out)}
     command = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--clearenv"]
     for key, value in {**CHILD_ENV, "NUMBA_CACHE_DIR": "/tmp/numba-cache"}.items():
         command += ["--setenv", key, value]

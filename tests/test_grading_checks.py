@@ -1,6 +1,10 @@
 """The trusted checks themselves: every exercise has one, each is fair (the reference passes under 100
 seeds, deterministically; correct solutions written differently pass under 50), and exercises.toml's
 prerequisites are the exercises each check really runs through."""
+import json
+import os
+import subprocess
+import sys
 import zlib
 
 import numpy as np
@@ -15,7 +19,6 @@ from tinyq.grading.checks import (
     resolve,
     split_values,
 )
-from tinyq.grading.dependencies import derived_prerequisites
 
 CHECKS = all_checks()
 
@@ -86,7 +89,12 @@ def test_prerequisites_are_the_exercises_each_check_runs_through():
     """Tracing the reference's probes: each check runs its own exercise's region (else it would be vacuous),
     and exercises.toml names exactly the other exercises whose regions it runs."""
     exercises = load_exercises()
-    derived = derived_prerequisites(seeds=range(2))
+    # in a fresh interpreter without numba's JIT, so that lines inside @njit kernels are traced too
+    script = "import json; from tinyq.grading.dependencies import derived_prerequisites as d; print(json.dumps(d(seeds=range(2))))"
+    run = subprocess.run([sys.executable, "-c", script], env={**os.environ, "NUMBA_DISABLE_JIT": "1"},
+                         capture_output=True, text=True, check=False, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    derived = json.loads(run.stdout.strip().splitlines()[-1])
     for ex_id, used in derived.items():
         assert ex_id in used, f"the checks of {ex_id} never run its solution region"
     wrong = {ex_id: {"declared": sorted(exercises[ex_id].prerequisites), "derived": sorted(set(used) - {ex_id})}

@@ -133,7 +133,7 @@ def read_side(child, out: Path, log: Path, exercises: list[str], timeout: float,
     events_path = out / "events.jsonl"
     sides: dict[str, Side] = {}
     current, phase_started, offset, finished, killed_by_us, exit_event = None, None, 0, False, None, None
-    import_failure = None
+    import_failure, last_event = None, None        # last_event: when the child last reported anything
     while True:
         exited = child.poll() is not None
         chunk, offset_before = b"", offset
@@ -154,6 +154,7 @@ def read_side(child, out: Path, log: Path, exercises: list[str], timeout: float,
                 continue
             if not isinstance(event, dict):
                 continue
+            last_event = time.monotonic()
             kind, phase = event.get("event"), event.get("phase")
             if kind == "start" and (phase == "import" or phase in exercises):
                 current, phase_started = phase, time.monotonic()
@@ -183,8 +184,9 @@ def read_side(child, out: Path, log: Path, exercises: list[str], timeout: float,
         elif current is not None and now - phase_started > timeout + grace + 5.0:
             killed_by_us = (f"still running {now - phase_started:.0f} s after its {timeout:g} s timeout, deaf to "
                             "the timeout and to its watchdog; killed")
-        elif current is None and now - child.started > STARTUP_LIMIT + timeout * (len(exercises) + 1):
-            killed_by_us = "the child made no progress between phases; killed"
+        elif current is None and (now - child.started > STARTUP_LIMIT if last_event is None
+                                  else now - last_event > timeout + grace + 5.0):
+            killed_by_us = "the child made no progress outside any exercise's time; killed"
         if killed_by_us:
             break
         time.sleep(0.02)

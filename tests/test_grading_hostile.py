@@ -97,6 +97,20 @@ def test_honest_controls(setup, tmp_path):
     graded((reference, tmp_path / "bare"), tmp_path, expect=0)
 
 
+def test_a_correct_solution_written_differently_gets_the_same_mark_on_50_draws(setup, tmp_path):
+    """1.1 and 2.1 solved in another way than the reference: every one of 50 times the usual draws agrees."""
+    reference, submission = setup
+    replace_in(submission / "tinyq" / "arith.py",
+               "    raise NotImplementedError('Exercise 1.1: add two numbers — see chapters/01_arith.ipynb')",
+               "    return sum((b, a))")
+    replace_in(submission / "tinyq" / "geometry.py",
+               "            raise NotImplementedError('Exercise 2.1: square area — see chapters/02_geometry.ipynb')",
+               "            return self.side ** 2")
+    report = grade(submission, reference=reference, timeout=20, rounds=50, json_path=tmp_path / "r.json")
+    assert {r["id"]: r["cases_passed"] for r in report["exercises"]} == {"1.1": 100, "1.2": 0, "2.1": 100, "2.2": 100}
+    assert report["earned"] == 2 + 4 + 1 and not survivors(str(tmp_path))
+
+
 # ---------------------------------------------------------------- attacks on the old pytest-based grader
 
 @pytest.mark.parametrize("sandbox", SANDBOXES)

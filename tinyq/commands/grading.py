@@ -60,6 +60,8 @@ def student_command(args) -> int:
                    help="seconds allowed per exercise (and for importing tinyq)"),
                arg("--seed", type=_seed, default=None,
                    help="seed of the drawn inputs (default: a secret random one; the report records it)"),
+               arg("--rounds", type=int, default=1,
+                   help="draw this many times the cases each check asks for (a stricter, slower grade)"),
                arg("--sandbox", choices=["auto", "bwrap", "none"], default="auto",
                    help="run the graded code inside bubblewrap (auto: when bwrap works here)"),
                arg("--reference", default=None, metavar="REPO",
@@ -73,7 +75,7 @@ def grade_command(args) -> int:
     from tinyq.grading import format_report, grade
 
     report = grade(args.path, args.exercise, reference=args.reference, timeout=args.timeout, seed=args.seed,
-                   sandbox=args.sandbox, json_path=args.json_path)
+                   sandbox=args.sandbox, rounds=args.rounds, json_path=args.json_path)
     print(format_report(report))
     print(f"report written to {args.json_path}")
     return 0 if report["ok"] else 1

@@ -92,14 +92,15 @@ def load_checks(reference: Path) -> tuple[list, dict]:
         machinery._registry.update(saved_registry)
 
 
-def draw_tasks(checks, seed: int, wanted, modules=None) -> tuple[list[dict], dict]:
-    """(tasks, {task id: inputs}): every case of every check of the wanted exercises, drawn here."""
+def draw_tasks(checks, seed: int, wanted, modules=None, rounds: int = 1) -> tuple[list[dict], dict]:
+    """(tasks, {task id: inputs}): every case of every check of the wanted exercises, drawn here
+    (rounds times as many cases as each check asks for)."""
     tasks, inputs = [], {}
     for check in checks:
         if check.exercise not in wanted:
             continue
         draw = machinery.resolve(check.draw, modules)
-        for case in range(check.cases):
+        for case in range(check.cases * rounds):
             rng = np.random.default_rng([seed, zlib.crc32(check.key.encode()), case])
             try:
                 values = draw(rng)
@@ -172,7 +173,7 @@ def fingerprint(reference: Path) -> dict[str, str]:
 
 
 def grade(path=".", exercise: str | None = None, *, reference=None, timeout: float = 20.0, seed: int | None = None,
-          sandbox: str = "auto", json_path=None) -> dict:
+          sandbox: str = "auto", rounds: int = 1, json_path=None) -> dict:
     """report = the trusted checks of every exercise (or of `exercise` and its prerequisites) run against
     the tinyq at path and compared with the reference's outputs on the same secret inputs."""
     timeout = check_timeout(timeout)
@@ -191,11 +192,13 @@ def grade(path=".", exercise: str | None = None, *, reference=None, timeout: flo
         seed = int.from_bytes(os.urandom(8), "little")
     elif isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"--seed must be an int >= 0, got {seed!r}")
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise ValueError(f"--rounds must be an int >= 1, got {rounds!r}")
     wanted = list(exercises) if exercise is None else [e for e in exercises
                                                         if e == exercise or e in all_prerequisites(exercises, exercise)]
     started = time.monotonic()
     checks, modules = load_checks(reference)
-    tasks, inputs = draw_tasks(checks, seed, set(wanted), modules)
+    tasks, inputs = draw_tasks(checks, seed, set(wanted), modules, rounds)
     before = fingerprint(reference)
     with tempfile.TemporaryDirectory(prefix="tinyq-grade-") as work_name:
         work = Path(work_name)
@@ -223,7 +226,7 @@ def grade(path=".", exercise: str | None = None, *, reference=None, timeout: flo
                         "against it cannot be trusted; restore it (git checkout) before grading again")
     report = clean({
         "path": str(code), "reference": str(reference), "exercise": exercise, "timeout": timeout, "seed": seed,
-        "sandbox": chosen, "seconds": round(time.monotonic() - started, 2),
+        "sandbox": chosen, "rounds": rounds, "seconds": round(time.monotonic() - started, 2),
         "earned": sum(r["earned"] for r in rows), "points": sum(r["points"] for r in rows),
         "passed": sum(r["status"] == "passed" for r in rows), "total": len(rows),
         "ok": bool(rows) and all(r["status"] == "passed" for r in rows) and not changed,

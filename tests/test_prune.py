@@ -173,3 +173,82 @@ def test_agp_schedule_formula():
     assert prune.agp_sparsity(125, 0.8, 0.2, start=100, num_steps=4, interval=10) == \
         pytest.approx(0.8 + (0.2 - 0.8) * (1 - 2 / 4) ** 3)
     assert prune.agp_sparsity(50, 0.8, 0.2, start=100, num_steps=4, interval=10) == pytest.approx(0.2)
+
+
+# ---------------------------------------------------------------------------- structured pruning and shrink
+def _convnet(seed=0):
+    return models.convnet8(width=8, rng=np.random.default_rng(seed))
+
+
+MODELS = {"mlp": (_mlp, (6, 64)), "convnet-bn": (_convnet, (6, 1, 8, 8)),
+          "lenet": (lambda s: models.lenet5(image_size=28, rng=np.random.default_rng(s)), (6, 1, 28, 28)),
+          "mlp-bn": (lambda s: models.mlp((64, 32, 16, 10), rng=np.random.default_rng(s), batch_norm=True), (6, 64))}
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("training", [False, True])
+def test_shrink_gives_identical_outputs_with_fewer_units(name, training):
+    make, shape = MODELS[name]
+    model = make(0)
+    x = np.random.default_rng(2).normal(size=shape).astype(np.float32)
+    prune.structured(model, 0.5, norm=2)
+    model.train(training)
+    small = prune.shrink(model)
+    assert small.num_parameters() < model.num_parameters()
+    np.testing.assert_allclose(small(tq.tensor(x)).data, model(tq.tensor(x)).data, rtol=1e-5, atol=1e-5)
+    for i, _, _, _ in prune.unit_chains(model):
+        units = small[i].weight.shape[0]
+        assert units == model[i].weight.shape[0] - round(0.5 * model[i].weight.shape[0])
+
+
+def test_structured_drops_the_units_of_smallest_l1_norm():
+    model = _mlp(1)
+    norms = np.abs(model[1].weight.data).sum(axis=1)
+    keep = prune.structured(model, 0.25, norm=1, layers=[1])[1]
+    dropped = np.sort(np.argsort(norms)[:8])
+    np.testing.assert_array_equal(np.flatnonzero(~keep), dropped)
+    assert np.all(model[1].weight.data[~keep] == 0) and np.all(model[1].bias.data[~keep] == 0)
+    with pytest.raises(KeyError, match="structured-prunable"):
+        prune.structured(model, 0.5, layers=[5])
+
+
+@pytest.mark.exercise("9.3")
+def test_slice_input_units_by_hand():
+    weight = np.arange(2 * 6, dtype=np.float64).reshape(2, 6)       # 3 units × 2 inputs each
+    keep = np.array([True, False, True])
+    np.testing.assert_array_equal(prune.slice_input_units(weight, keep, 2), [[0, 1, 4, 5], [6, 7, 10, 11]])
+    conv = np.arange(2 * 3 * 2 * 2, dtype=np.float64).reshape(2, 3, 2, 2)
+    np.testing.assert_array_equal(prune.slice_input_units(conv, keep, 1), conv[:, [0, 2]])
+
+
+# ---------------------------------------------------------------------------- composition with quantization
+def _loader(n=64):
+    from tinyq.data import ArrayDataset, DataLoader
+    rng = np.random.default_rng(3)
+    return DataLoader(ArrayDataset(rng.normal(size=(n, 64)).astype(np.float32), rng.integers(0, 10, n)), 32)
+
+
+def test_ptq_keeps_pruned_weights_as_exact_zero_codes():
+    from tinyq.quant.config import QuantConfig
+    from tinyq.quant.ptq import quantize_ptq
+    from tinyq.quant.qat import quantized_weights
+    model = _mlp(13)
+    masks = prune.global_magnitude(model, 0.8)
+    qsim = quantize_ptq(model, _loader(), QuantConfig.uniform(bits=4))
+    for key, qweight in quantized_weights(qsim).items():
+        assert qweight.qparams.symmetric if hasattr(qweight.qparams, "symmetric") else True
+        assert np.all(qweight.values[masks[key] == 0] == 0)
+        assert np.all(qweight.dequantize()[masks[key] == 0] == 0)
+
+
+def test_qat_with_masks_carried_over_keeps_zero_codes():
+    from tinyq.quant.config import QuantConfig
+    from tinyq.quant.qat import convert, prepare_qat, quantized_weights
+    model = _mlp(14)
+    masks = prune.global_magnitude(model, 0.8)
+    qmodel = prune.apply_masks(prepare_qat(model, QuantConfig.uniform(bits=4)), masks)
+    opt = optim.SGD(list(qmodel.parameters()), lr=0.05, momentum=0.9)
+    x, y = _batch()
+    _steps(qmodel, opt, x, y, 20)
+    for key, qweight in quantized_weights(convert(qmodel)).items():
+        assert np.all(qweight.values[masks[key] == 0] == 0)

@@ -65,7 +65,7 @@ def prune_and_retrain(model, train_set, sparsity: float, schedule: str, criterio
         prune.iterative(pruned, sparsity, rounds, retrainer(train_set, seed, max(1, epochs // rounds), 2), prune_fn)
     elif schedule == "agp":
         ramp = max(1, (2 * epochs) // 3)           # sparsity rises over 2/3 of the epochs, then fine-tuning
-        prune.agp(pruned, sparsity, ramp - 1, retrainer(train_set, seed, 1, 3), prune_fn)
+        prune.agp(pruned, sparsity, max(1, ramp - 1), retrainer(train_set, seed, 1, 3), prune_fn)
         if epochs > ramp:
             retrainer(train_set, seed, epochs - ramp, 4)(pruned)
     else:

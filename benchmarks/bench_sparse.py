@@ -3,7 +3,7 @@
     python benchmarks/bench_sparse.py [--quick] [--threads N] [--size 1024] [--batch 64] [--out PATH]
 
 A pruned (M, K) weight times a dense (K, batch) activation, float32, at sparsity
-0, 50, 80, 90, 95 and 99 %. Dense: NumPy's BLAS on the full matrix (zeros included).
+0, 50, 60, 70, 80, 90, 95 and 99 %. Dense: NumPy's BLAS on the full matrix (zeros included).
 CSR: tinyq.kernels.sparse.csr_matmul (numba, one thread: the kernel has no parallel loop,
 so the default --threads 1 makes it a like-for-like comparison; with more threads the BLAS
 gets faster and the crossover moves to higher sparsity). Timings are interleaved medians
@@ -22,7 +22,7 @@ sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import common  # noqa: E402  (must come before numpy: it pins the thread count)
 
-SPARSITIES = (0.0, 0.5, 0.8, 0.9, 0.95, 0.99)
+SPARSITIES = (0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 
 
 def parse_args(argv=None):

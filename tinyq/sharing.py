@@ -47,25 +47,33 @@ def assign(values: np.ndarray, codebook: np.ndarray) -> np.ndarray:
     ### END SOLUTION
 
 
-def kmeans(values: np.ndarray, k: int, iterations: int = 30) -> tuple:
-    """Lloyd's algorithm in 1-D from linear_init: assign, then c_j ← mean of cluster j (an empty
-    cluster keeps its centroid). Returns (codebook (k,) float64, indices int32 of values' flat order)."""
+def kmeans(values: np.ndarray, k: int, iterations: int = 10_000) -> tuple:
+    """Lloyd's algorithm in 1-D from linear_init: assign each value to its nearest centroid, move each centroid
+    to its cluster's mean (an empty cluster keeps its centroid), until no centroid moves (or `iterations`).
+
+    In 1-D the clusters of sorted centroids are intervals of the sorted values split at the midpoints
+    (c_j + c_{j+1})/2, so one Lloyd step is a searchsorted and a difference of cumulative sums.
+    Returns (codebook (k,) float64, ascending; indices int32 = assign(values, codebook)).
+    """
     values = np.asarray(values, dtype=np.float64).ravel()
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"k-means needs k a positive int, got {k!r}")
     if k > values.size:
         raise ValueError(f"k-means with k={k} clusters needs at least k weights, got {values.size}")
-    codebook = linear_init(values, k)
-    indices = assign(values, codebook)
+    ordered = np.sort(values)
+    prefix = np.concatenate([[0.0], np.cumsum(ordered)])
+    codebook = np.sort(linear_init(values, k))
     for _ in range(iterations):
-        sums = np.bincount(indices, weights=values, minlength=k)
-        counts = np.bincount(indices, minlength=k)
-        updated = np.where(counts > 0, sums / np.maximum(counts, 1), codebook)
+        # cluster j = ordered[bounds[j]:bounds[j+1]]; a value on a midpoint joins the lower centroid (as in assign)
+        bounds = np.concatenate([[0], np.searchsorted(ordered, (codebook[1:] + codebook[:-1]) / 2, side="right"),
+                                 [ordered.size]])
+        counts = np.diff(bounds)
+        sums = prefix[bounds[1:]] - prefix[bounds[:-1]]
+        updated = np.sort(np.where(counts > 0, sums / np.maximum(counts, 1), codebook))
         if np.array_equal(updated, codebook):
             break
         codebook = updated
-        indices = assign(values, codebook)
-    return codebook, indices
+    return codebook, assign(values, codebook)
 
 
 def centroid_gradient(weight_grad: np.ndarray, indices: np.ndarray, k: int) -> np.ndarray:
@@ -110,7 +118,7 @@ def is_shared(module: Module, name: str = "weight") -> bool:
     return name in getattr(type(module), "_shared_names", ())
 
 
-def share_layer(module: Module, k: int, name: str = "weight", iterations: int = 30) -> Module:
+def share_layer(module: Module, k: int, name: str = "weight", iterations: int = 10_000) -> Module:
     """k-means the non-zero entries of module.<name>; the layer then computes with codebook[indices]."""
     if is_shared(module, name):
         raise ValueError(f"{type(module).__name__}.{name} is already shared")
@@ -131,7 +139,7 @@ def share_layer(module: Module, k: int, name: str = "weight", iterations: int = 
     return module
 
 
-def share_weights(model: Module, k: int, names=None, iterations: int = 30) -> Module:
+def share_weights(model: Module, k: int, names=None, iterations: int = 10_000) -> Module:
     """share_layer on every Linear/Conv2d weight (or the named ones), each with its own k-entry codebook."""
     for full_name, (module, name) in prunable(model, names).items():
         share_layer(module, k, name, iterations)

@@ -20,7 +20,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import common  # noqa: E402  (must come before numpy: it pins the thread count)
+import common
 
 SPARSITIES = (0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 
@@ -40,15 +40,15 @@ ARGS = parse_args() if __name__ == "__main__" else None
 if ARGS is not None:
     common.pin_threads(ARGS.threads)
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from tinyq.kernels import sparse  # noqa: E402
+from tinyq.kernels import sparse
 
 
 def pruned_matrix(rng, size: int, sparsity: float) -> np.ndarray:
     """A size × size float32 matrix with exactly round(sparsity · size²) zeros at random positions."""
     weight = rng.standard_normal((size, size), dtype=np.float32)
-    weight.ravel()[rng.permutation(weight.size)[:int(round(sparsity * weight.size))]] = 0
+    weight.ravel()[rng.permutation(weight.size)[:round(sparsity * weight.size)]] = 0
     return weight
 
 
@@ -63,9 +63,9 @@ def measure(size: int, batch: int, sparsities, quick: bool, seed: int) -> list:
         got = sparse.csr_matmul(csr.values, csr.col_index, csr.row_ptr, activations)
         if not np.allclose(got, expected, rtol=1e-3, atol=1e-3):
             raise RuntimeError(f"csr_matmul disagrees with the dense product at sparsity {sparsity}")
-        times = common.compare({"dense": lambda: weight @ activations,
-                                "csr": lambda: sparse.csr_matmul(csr.values, csr.col_index, csr.row_ptr,
-                                                                 activations)},
+        times = common.compare({"dense": lambda w=weight: w @ activations,
+                                "csr": lambda c=csr: sparse.csr_matmul(c.values, c.col_index, c.row_ptr,
+                                                                       activations)},
                                number=3 if quick else 10, repeat=3 if quick else 7)
         dense_s, csr_s = times["dense"]["median_s"], times["csr"]["median_s"]
         rows.append({"sparsity": sparsity, "dense_ms": dense_s * 1e3, "csr_ms": csr_s * 1e3,

@@ -252,3 +252,19 @@ def test_qat_with_masks_carried_over_keeps_zero_codes():
     _steps(qmodel, opt, x, y, 20)
     for key, qweight in quantized_weights(convert(qmodel)).items():
         assert np.all(qweight.values[masks[key] == 0] == 0)
+
+
+def test_prune_command_writes_its_tables(tmp_path, monkeypatch, capsys):
+    import json
+    from tinyq.cli import main
+    monkeypatch.setenv("TINYQ_FAST", "1")
+    code = main(["prune", "--sparsities", "0.5", "--retrain-epochs", "1", "--epochs", "1", "--out", str(tmp_path),
+                 "--no-progress", "--seed", "3"])
+    assert code in (None, 0)
+    records = json.loads((tmp_path / "pruning.json").read_text())
+    records = records["records"] if isinstance(records, dict) else records
+    assert {r["method"] for r in records} >= {"one-shot global", "agp global", "one-shot structured"}
+    assert (tmp_path / "compression.csv").exists() and (tmp_path / "pruning.png").exists()
+    assert "Deep-Compression" in capsys.readouterr().out
+    assert main(["prune", "--sparsities", "1.0", "--out", str(tmp_path)]) == 2
+    assert "sparsities must be in [0, 1)" in capsys.readouterr().err

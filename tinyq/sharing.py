@@ -141,7 +141,7 @@ def share_layer(module: Module, k: int, name: str = "weight", iterations: int = 
 
 def share_weights(model: Module, k: int, names=None, iterations: int = 10_000) -> Module:
     """share_layer on every Linear/Conv2d weight (or the named ones), each with its own k-entry codebook."""
-    for full_name, (module, name) in prunable(model, names).items():
+    for module, name in prunable(model, names).values():
         share_layer(module, k, name, iterations)
     return model
 

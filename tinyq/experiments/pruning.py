@@ -19,7 +19,13 @@ import time
 import numpy as np
 
 from tinyq import prune
-from tinyq.experiments.bitwidth import build_model, evaluate, generator, load_data, train
+from tinyq.experiments.bitwidth import (
+    build_model,
+    evaluate,
+    generator,
+    load_data,
+    train,
+)
 
 FLOAT_EPOCHS, RETRAIN_EPOCHS, RETRAIN_LR = 30, 20, 3e-3
 SPARSITIES = (0.5, 0.8, 0.9, 0.95, 0.98)
@@ -51,9 +57,9 @@ def prune_and_retrain(model, train_set, sparsity: float, schedule: str, criterio
     pruned = copy.deepcopy(model)
     if criterion == "random":
         rng = generator(seed, 7)
-        prune_fn = lambda m, s: prune.random_prune(m, s, rng)          # noqa: E731
+        prune_fn = lambda m, s: prune.random_prune(m, s, rng)
     elif criterion == "structured":
-        prune_fn = lambda m, s: prune.structured(m, s, norm=1)         # noqa: E731
+        prune_fn = lambda m, s: prune.structured(m, s, norm=1)
     else:
         prune_fn = CRITERIA[criterion]
     if schedule == "none":

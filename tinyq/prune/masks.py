@@ -19,7 +19,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinyq.nn import BatchNorm1d, BatchNorm2d, Conv2d, Linear, Module, Parameter, Sequential
+from tinyq.nn import (
+    Conv2d,
+    Linear,
+    Module,
+)
 from tinyq.tensor import Tensor
 
 PRUNABLE = (Linear, Conv2d)
@@ -148,7 +152,7 @@ def magnitude_masks(weights: list, sparsity: float) -> list:
     sparsity = _check_sparsity(sparsity)
     ### BEGIN SOLUTION 9.1
     magnitudes = np.concatenate([np.abs(np.asarray(w, dtype=np.float64)).ravel() for w in weights])
-    num_pruned = int(round(sparsity * magnitudes.size))
+    num_pruned = round(sparsity * magnitudes.size)
     keep = np.ones(magnitudes.size, dtype=bool)
     keep[np.argsort(magnitudes, kind="stable")[:num_pruned]] = False
     masks, start = [], 0
@@ -167,7 +171,7 @@ def random_masks(weights: list, sparsity: float, rng: np.random.Generator) -> li
     result = []
     for w in weights:
         mask = np.ones(np.size(w), dtype=np.float32)
-        mask[rng.permutation(np.size(w))[:int(round(sparsity * np.size(w)))]] = 0
+        mask[rng.permutation(np.size(w))[:round(sparsity * np.size(w))]] = 0
         result.append(mask.reshape(np.shape(w)))
     return result
 
@@ -185,7 +189,7 @@ def structured_keep(weight: np.ndarray, amount: float, norm: int = 1) -> np.ndar
     amount = _check_sparsity(amount)
     norms = unit_norms(weight, norm)
     keep = np.ones(len(norms), dtype=bool)
-    keep[np.argsort(norms, kind="stable")[:int(round(amount * len(norms)))]] = False
+    keep[np.argsort(norms, kind="stable")[:round(amount * len(norms))]] = False
     return keep
 
 

@@ -17,8 +17,24 @@ import copy
 
 import numpy as np
 
-from tinyq.nn import (AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten,
-                      GlobalAvgPool2d, LeakyReLU, Linear, MaxPool2d, Module, Parameter, ReLU, Sequential, Tanh)
+from tinyq.nn import (
+    AdaptiveAvgPool2d,
+    AvgPool2d,
+    BatchNorm1d,
+    BatchNorm2d,
+    Conv2d,
+    Dropout,
+    Flatten,
+    GlobalAvgPool2d,
+    LeakyReLU,
+    Linear,
+    MaxPool2d,
+    Module,
+    Parameter,
+    ReLU,
+    Sequential,
+    Tanh,
+)
 from tinyq.prune.masks import _effective, apply_mask, is_pruned, structured_keep
 
 ZERO_PRESERVING = (ReLU, LeakyReLU, Tanh, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, GlobalAvgPool2d, Flatten, Dropout)

@@ -234,9 +234,10 @@ def test_ptq_keeps_pruned_weights_as_exact_zero_codes():
     from tinyq.quant.qat import quantized_weights
     model = _mlp(13)
     masks = prune.global_magnitude(model, 0.8)
-    qsim = quantize_ptq(model, _loader(), QuantConfig.uniform(bits=4))
-    for key, qweight in quantized_weights(qsim).items():
-        assert qweight.qparams.symmetric if hasattr(qweight.qparams, "symmetric") else True
+    qsim = quantize_ptq(prune.remove_all(model), _loader(), QuantConfig.uniform(bits=4))   # bake the zeros in
+    codes = quantized_weights(qsim)
+    assert set(codes) == set(masks)
+    for key, qweight in codes.items():
         assert np.all(qweight.values[masks[key] == 0] == 0)
         assert np.all(qweight.dequantize()[masks[key] == 0] == 0)
 
@@ -246,11 +247,13 @@ def test_qat_with_masks_carried_over_keeps_zero_codes():
     from tinyq.quant.qat import convert, prepare_qat, quantized_weights
     model = _mlp(14)
     masks = prune.global_magnitude(model, 0.8)
-    qmodel = prune.apply_masks(prepare_qat(model, QuantConfig.uniform(bits=4)), masks)
+    qmodel = prune.apply_masks(prepare_qat(prune.remove_all(model), QuantConfig.uniform(bits=4)), masks)
     opt = optim.SGD(list(qmodel.parameters()), lr=0.05, momentum=0.9)
     x, y = _batch()
     _steps(qmodel, opt, x, y, 20)
-    for key, qweight in quantized_weights(convert(qmodel)).items():
+    codes = quantized_weights(convert(qmodel))
+    assert set(codes) == set(masks)
+    for key, qweight in codes.items():
         assert np.all(qweight.values[masks[key] == 0] == 0)
 
 

@@ -4,6 +4,11 @@
     prune.global_magnitude(model, sparsity=0.9)     # masks on every Linear/Conv2d weight, returns them
     prune.sparsity_report(model)                     # per layer and global
     prune.remove_all(model)                          # bake the zeros in
+
+With quantization: PTQ/QAT swap only plain Linear/Conv2d layers, so bake the masks in first
+(`remove_all`); for QAT put the masks back on the prepared copy so they hold while it trains:
+    qmodel = prune.apply_masks(prepare_qat(prune.remove_all(model), config), masks)
+On a symmetric grid a pruned weight is then the zero code, exactly.
 """
 from tinyq.prune.masks import (  # noqa: F401
                                apply_mask,

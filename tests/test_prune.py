@@ -195,6 +195,7 @@ def test_shrink_gives_identical_outputs_with_fewer_units(name, training):
     model.train(training)
     small = prune.shrink(model)
     assert small.num_parameters() < model.num_parameters()
+    assert not any(prune.is_pruned(m) for m in small.modules()) and not prune.masks(small)
     np.testing.assert_allclose(small(tq.tensor(x)).data, model(tq.tensor(x)).data, rtol=1e-5, atol=1e-5)
     for i, _, _, _ in prune.unit_chains(model):
         units = small[i].weight.shape[0]

@@ -35,7 +35,7 @@ from tinyq.nn import (
     Sequential,
     Tanh,
 )
-from tinyq.prune.masks import _effective, apply_mask, is_pruned, structured_keep
+from tinyq.prune.masks import _effective, apply_mask, is_pruned, remove, structured_keep
 
 ZERO_PRESERVING = (ReLU, LeakyReLU, Tanh, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, GlobalAvgPool2d, Flatten, Dropout)
 BATCH_NORMS = (BatchNorm1d, BatchNorm2d)
@@ -136,18 +136,9 @@ def shrink(model: Sequential) -> Sequential:
             setattr(new, names[bn_index], _shrunk_batch_norm(new[bn_index], keep))
         setattr(new, names[next_index], _shrunk_inputs(new[next_index], keep, per_unit))
     for module in new.modules():
-        _bake(module)
+        for name in getattr(type(module), "_pruned_names", ()):
+            remove(module, name)                 # the remaining (unstructured) zeros are baked in
     return new
-
-
-def _bake(module: Module) -> None:
-    for name in getattr(type(module), "_pruned_names", ()):
-        param = module._parameters[name + "_orig"]
-        param.data = param.data * getattr(module, name + "_mask")
-        delattr(module, name + "_orig")
-        delattr(module, name + "_mask")
-    if hasattr(type(module), "_unpruned_class"):
-        module.__class__ = type(module)._unpruned_class
 
 
 def _copy_layer(layer, weight, bias, in_units, out_units):

@@ -10,31 +10,9 @@ With quantization: PTQ/QAT swap only plain Linear/Conv2d layers, so bake the mas
     qmodel = prune.apply_masks(prepare_qat(prune.remove_all(model), config), masks)
 On a symmetric grid a pruned weight is then the zero code, exactly.
 """
-from tinyq.prune.masks import (  # noqa: F401
-                               apply_mask,
-                               apply_masks,
-                               get_mask,
-                               global_magnitude,
-                               is_pruned,
-                               magnitude,
-                               magnitude_masks,
-                               masks,
-                               prunable,
-                               random_masks,
-                               random_prune,
-                               reapply,
-                               remove,
-                               remove_all,
-                               sparsity_report,
-                               structured_keep,
-                               unit_norms,
-)
-from tinyq.prune.schedules import (  # noqa: F401
-                               agp,
-                               agp_sparsity,
-                               iterative,
-                               lottery_ticket,
-                               one_shot,
-                               rewind,
-)
-from tinyq.prune.structured import shrink, slice_input_units, structured, unit_chains  # noqa: F401
+from tinyq.prune.masks import (apply_mask, apply_masks, get_mask, global_magnitude, is_pruned,  # noqa: F401
+                               magnitude, magnitude_masks, masks, prunable, random_masks, random_prune, reapply,
+                               remove, remove_all, sparsity_report)
+from tinyq.prune.schedules import agp, agp_sparsity, iterative, lottery_ticket, one_shot, rewind  # noqa: F401
+from tinyq.prune.structured import (shrink, slice_input_units, structured, structured_keep,  # noqa: F401
+                                    unit_chains, unit_norms)

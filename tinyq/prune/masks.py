@@ -176,23 +176,6 @@ def random_masks(weights: list, sparsity: float, rng: np.random.Generator) -> li
     return result
 
 
-def unit_norms(weight: np.ndarray, norm: int = 1) -> np.ndarray:
-    """‖W[j]‖_p for each output unit j (a row of a Linear weight, a filter of a Conv2d weight)."""
-    if norm not in (1, 2):
-        raise ValueError(f"structured pruning ranks units by the L1 or L2 norm, got norm={norm!r}")
-    flat = np.abs(np.asarray(weight, dtype=np.float64)).reshape(len(weight), -1)
-    return flat.sum(axis=1) if norm == 1 else np.sqrt((flat ** 2).sum(axis=1))
-
-
-def structured_keep(weight: np.ndarray, amount: float, norm: int = 1) -> np.ndarray:
-    """Boolean keep[j]: the round(amount · units) units with the smallest L_p norm are dropped."""
-    amount = _check_sparsity(amount)
-    norms = unit_norms(weight, norm)
-    keep = np.ones(len(norms), dtype=bool)
-    keep[np.argsort(norms, kind="stable")[:round(amount * len(norms))]] = False
-    return keep
-
-
 # ---------------------------------------------------------------------------- whole models
 def prunable(model: Module, names=None) -> dict:
     """{"0.weight": (module, "weight")} for the Linear/Conv2d weights (or exactly `names`)."""

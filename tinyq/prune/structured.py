@@ -35,10 +35,27 @@ from tinyq.nn import (
     Sequential,
     Tanh,
 )
-from tinyq.prune.masks import _effective, apply_mask, is_pruned, remove, structured_keep
+from tinyq.prune.masks import _check_sparsity, _effective, apply_mask, is_pruned, remove
 
 ZERO_PRESERVING = (ReLU, LeakyReLU, Tanh, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, GlobalAvgPool2d, Flatten, Dropout)
 BATCH_NORMS = (BatchNorm1d, BatchNorm2d)
+
+
+def unit_norms(weight: np.ndarray, norm: int = 1) -> np.ndarray:
+    """‖W[j]‖_p for each output unit j (a row of a Linear weight, a filter of a Conv2d weight)."""
+    if norm not in (1, 2):
+        raise ValueError(f"structured pruning ranks units by the L1 or L2 norm, got norm={norm!r}")
+    flat = np.abs(np.asarray(weight, dtype=np.float64)).reshape(len(weight), -1)
+    return flat.sum(axis=1) if norm == 1 else np.sqrt((flat ** 2).sum(axis=1))
+
+
+def structured_keep(weight: np.ndarray, amount: float, norm: int = 1) -> np.ndarray:
+    """Boolean keep[j]: the round(amount · units) units with the smallest L_p norm are dropped."""
+    amount = _check_sparsity(amount)
+    norms = unit_norms(weight, norm)
+    keep = np.ones(len(norms), dtype=bool)
+    keep[np.argsort(norms, kind="stable")[:round(amount * len(norms))]] = False
+    return keep
 
 
 def unit_chains(model: Module) -> list:

@@ -127,3 +127,10 @@ def test_bad_inputs():
     model = sharing.share_weights(_mlp(), 4)
     with pytest.raises(ValueError, match="already shared"):
         sharing.share_layer(model[1], 4)
+
+
+def test_storage_of_a_dense_model_is_32_bits_per_parameter_and_statistic():
+    model = models.convnet8(width=4, rng=np.random.default_rng(7))
+    statistics = sum(np.size(a) for k, a in model.named_buffers() if k.endswith(("running_mean", "running_var")))
+    total = sum(r["stored_bits"] for r in sharing.storage_bits(model))
+    assert total == 32 * (model.num_parameters() + statistics)

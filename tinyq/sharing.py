@@ -198,7 +198,8 @@ def layer_bits(weight: np.ndarray, codebook: np.ndarray | None = None, indices: 
 
 def storage_bits(model: Module, value_bits: int = 32) -> list:
     """Per parameter, the bits actually stored: shared weights with Huffman-coded (or fixed-width, if
-    smaller) indices, other weights dense or sparse (whichever is smaller), every other parameter dense.
+    smaller) indices, other weights dense or sparse (whichever is smaller), every other parameter and
+    float buffer (BatchNorm statistics) dense float32.
     value_bits: bits per stored weight value or centroid (32 for float32, b for a b-bit quantized model)."""
     records, shared = [], shared_layers(model)
     weights = {key: module for key, (module, _) in prunable(model).items()}
@@ -216,4 +217,9 @@ def storage_bits(model: Module, value_bits: int = 32) -> list:
             continue
         records.append({"parameter": key, "size": int(param.size), "nonzero": int(np.count_nonzero(param.data)),
                         "dense_bits": int(param.size) * 32, "stored_bits": int(param.size) * 32})
+    for key, array in model.named_buffers():      # BatchNorm running statistics (masks/indices counted above)
+        array = np.asarray(array)
+        if array.dtype.kind == "f" and not key.endswith("_mask"):
+            records.append({"parameter": key, "size": int(array.size), "nonzero": int(np.count_nonzero(array)),
+                            "dense_bits": int(array.size) * 32, "stored_bits": int(array.size) * 32})
     return records

@@ -123,6 +123,10 @@ def test_bad_inputs_have_clear_errors():
         prune.magnitude(model, 0.5, names=["7.weight"])
     with pytest.raises(ValueError, match="shape"):
         prune.apply_mask(model[1], "weight", np.ones((2, 2)))
+    prune.magnitude(model, 0.5)
+    with pytest.raises(AttributeError, match="weight_orig"):
+        model[1].weight = nn.Parameter(np.zeros((32, 64), np.float32))
+    assert "1.weight" not in model.state_dict() and "1.weight_orig" in model.state_dict()
     with pytest.raises(ValueError, match="L1 or L2"):
         prune.unit_norms(np.ones((3, 3)), norm=3)
 

@@ -35,7 +35,12 @@ def _masked(name):
     """The computed attribute `name` = name_orig ⊙ name_mask (a property of the pruned class)."""
     def weight(self):
         return self._parameters[name + "_orig"] * Tensor(getattr(self, name + "_mask"))
-    return property(weight, doc=f"{name} = {name}_orig ⊙ {name}_mask (pruned)")
+
+    def refuse(self, value):
+        self._parameters.pop(name, None)          # Module.__setattr__ registered it before calling us
+        raise AttributeError(f"{type(self).__name__}.{name} is pruned: it is computed as {name}_orig ⊙ {name}_mask; "
+                             f"assign {name}_orig, or call tinyq.prune.remove(module, {name!r}) first")
+    return property(weight, refuse, doc=f"{name} = {name}_orig ⊙ {name}_mask (pruned)")
 
 
 def _pruned_class(cls, names: tuple) -> type:

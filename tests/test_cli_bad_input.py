@@ -76,6 +76,30 @@ TABLE = {
         "--dataset": [["cifar"]],
         "--seed": [["-1"], ["x"]],
     }),
+    "amp": (["amp", "--runs", "fp32", "--epochs", "1", "--limit", "64", "--no-progress"], {
+        "--runs": [["fp4"]],
+        "--dataset": [["cifar"]],
+        "--model": [["resnet"]],
+        "--width": [["0"]],
+        "--epochs": [["0"], ["x"]],
+        "--lr": [["0"], ["nan"]],
+        "--batch-size": [["0"]],
+        "--loss-multiplier-log2": [["3"], ["x"]],
+        "--static-scale-log2": [["-1"], ["200"]],
+        "--growth-interval": [["0"]],
+        "--limit": [["0"]],
+        "--seed": [["-1"]],
+    }),
+    "prune": (["prune", "--epochs", "1", "--retrain-epochs", "1", "--skip-sweep", "--no-progress"], {
+        "--dataset": [["cifar"]],
+        "--model": [["resnet"]],
+        "--sparsities": [["1"], ["-0.1"], ["nan"]],
+        "--retrain-epochs": [["0"]],
+        "--epochs": [["0"]],
+        "--k": [["0"], ["x"]],
+        "--compression-sparsity": [["1.5"]],
+        "--seed": [["-1"]],
+    }),
 }
 
 

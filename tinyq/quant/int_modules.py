@@ -25,6 +25,7 @@ import numpy as np
 from tinyq import nn
 from tinyq.convolution import _pair
 from tinyq.formats.affine import QParams, quantize
+from tinyq.kernels.accumulate import accumulate_gemm
 from tinyq.kernels.int_gemm import int_gemm, int_gemm_blas
 from tinyq.kernels.int_ops import add_bias_int32, int_im2col, int_max_pool2d
 from tinyq.kernels.requant import quantize_multiplier, requantize
@@ -32,7 +33,7 @@ from tinyq.quant.qat import QuantConv2d, QuantLinear, _QuantLayer
 from tinyq.tensor import Tensor
 
 __all__ = ["LayerQParams", "layer_qparams", "IntLinear", "IntConv2d", "IntMaxPool2d", "IntFlatten",
-           "IntGlobalAvgPool2d", "IntegerModel", "to_integer", "flat_layers", "stored_bits", "GEMMS"]
+           "IntGlobalAvgPool2d", "IntegerModel", "to_integer", "flat_layers", "stored_bits", "set_accumulator", "GEMMS"]
 
 GEMMS = {"numba": int_gemm, "blas": int_gemm_blas}
 
@@ -95,6 +96,7 @@ class _IntGemmLayer(nn.Module):
             lowest = max(output_qparams.qmin, output_qparams.zero_point) if relu else output_qparams.qmin
             self.output_range = (int(lowest), int(output_qparams.qmax))  # a fused ReLU clamps at z_y, the code of 0.0
         self._weight_columns = None
+        self.accumulator, self.overflows, self.additions = None, 0, 0
 
     def _columns(self) -> np.ndarray:
         """The weight as GEMM right operand (K, out_channels), contiguous; made once."""
@@ -104,9 +106,17 @@ class _IntGemmLayer(nn.Module):
 
     def _gemm_and_requantize(self, rows: np.ndarray) -> np.ndarray:
         """rows (R, K) codes → (R, out) int32 accumulator (+ bias), requantized to output codes if a grid is set."""
-        acc = GEMMS[self.gemm](rows, self._columns(), self.input_zero_point, self.weight_zero_point)
-        if self.bias is not None:
-            acc = add_bias_int32(acc, self.bias)
+        if self.accumulator is not None:                                          # simulated narrow register
+            bits, overflow = self.accumulator
+            acc, count = accumulate_gemm(rows, self._columns(), self.input_zero_point, self.weight_zero_point,
+                                         self.bias, bits, overflow)
+            self.overflows += count
+            self.additions += acc.size * (rows.shape[1] + 1)
+            acc = acc.astype(np.int32)
+        else:
+            acc = GEMMS[self.gemm](rows, self._columns(), self.input_zero_point, self.weight_zero_point)
+            if self.bias is not None:
+                acc = add_bias_int32(acc, self.bias)
         if not self.requantizes:
             return np.maximum(acc, 0) if self.relu else acc
         codes = requantize(acc, self.multiplier, self.shift, self.output_zero_point, *self.output_range, axis=-1)
@@ -296,6 +306,17 @@ def to_integer(model: nn.Module, gemm: str = "numba") -> IntegerModel:
                          f"(got {qp}); leave QConfig.output None")
     scale = last.accumulator_scale.astype(np.float64)
     return IntegerModel(layer_qparams(leaves[quant_positions[0]][1]).input, layers, scale, names)
+
+
+def set_accumulator(model: IntegerModel, bits: int | None = None, overflow: str = "wrap") -> IntegerModel:
+    """Make every GEMM layer accumulate bias + products in a `bits`-bit register that wraps or saturates
+    (tinyq.kernels.accumulate; slow, for experiments), or back to exact int32 with bits=None. Resets the
+    layers' overflow and addition counters."""
+    for layer in model.layers.children():
+        if isinstance(layer, _IntGemmLayer):
+            layer.accumulator = None if bits is None else (int(bits), overflow)
+            layer.overflows = layer.additions = 0
+    return model
 
 
 # ------------------------------------------------------------------------- size accounting

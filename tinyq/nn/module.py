@@ -7,6 +7,7 @@ model and the same PyTorch model exchange weights one to one.
 """
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
 
 import numpy as np
@@ -46,8 +47,11 @@ class Module:
         if name in self._buffers and not isinstance(value, (Parameter, Module)):
             object.__setattr__(self, name, value)       # updating a buffer keeps it registered
             return
+        if name in self._parameters and value is not None and not isinstance(value, Parameter):
+            raise TypeError(f"cannot assign {type(value).__name__} as parameter {name!r} of "
+                            f"{type(self).__name__} (a Parameter or None expected); wrap it: nn.Parameter(...)")
         for table, kind in ((self._modules, Module), (self._parameters, Parameter)):
-            if name in table and isinstance(value, kind):
+            if name in table and (isinstance(value, kind) or (kind is Parameter and value is None)):
                 table[name] = value                     # replacing keeps its place (Sequential's order)
                 object.__setattr__(self, name, value)
                 return
@@ -102,12 +106,16 @@ class Module:
             yield module
 
     def named_parameters(self, prefix: str = ""):
+        """(name, Parameter) pairs, each Parameter once: a tied weight (b.weight = a.weight) under its first name."""
+        seen = set()
         for module_name, module in self.named_modules(prefix):
             for name, param in module._parameters.items():
-                if param is not None:
+                if param is not None and id(param) not in seen:
+                    seen.add(id(param))
                     yield (f"{module_name}.{name}" if module_name else name), param
 
     def parameters(self):
+        """Every Parameter once (tied weights are not repeated, so an optimizer steps them once)."""
         for _, param in self.named_parameters():
             yield param
 
@@ -132,6 +140,26 @@ class Module:
 
     def eval(self):
         return self.train(False)
+
+    def set_state_updates(self, enabled: bool) -> bool:
+        """Hook for modules whose forward changes their own state even in eval mode (observers): turn that
+        on or off and return the previous setting. Plain modules have none (returns False)."""
+        return False
+
+    @contextlib.contextmanager
+    def evaluating(self):
+        """Inside: every module in eval mode and no state updates (observers paused). On exit each module
+        gets back its own mode (a frozen BatchNorm stays frozen) and its own state-update setting."""
+        modules = list(self.modules())
+        modes = [m.training for m in modules]
+        updates = [m.set_state_updates(False) for m in modules]
+        self.eval()
+        try:
+            yield self
+        finally:
+            for module, mode, update in zip(modules, modes, updates):
+                object.__setattr__(module, "training", mode)
+                module.set_state_updates(update)
 
     def zero_grad(self) -> None:
         for param in self.parameters():

@@ -277,3 +277,46 @@ def test_int_max_pool_and_bias():
     assert np.array_equal(add_bias_int32(acc, np.array([10, -20], dtype=np.int32)), [[11, -18]])
     with pytest.raises(OverflowError):
         add_bias_int32(np.array([[INT32_MAX]], dtype=np.int32), np.array([1], dtype=np.int32))
+
+
+# ---------------------------------------------------------------- int4 packing
+@pytest.mark.exercise("8.4")
+def test_pack_int4_by_hand():
+    from tinyq.kernels.packing import pack_int4, unpack_int4
+    packed = pack_int4(np.array([-8, 7, -1, 3, 5], np.int8))
+    assert packed.dtype == np.uint8 and list(packed) == [0x78, 0x3F, 0x05]   # low nibble first; −8 = 0x8, −1 = 0xF
+    assert list(pack_int4(np.array([15, 0, 1], np.uint8), signed=False)) == [0x0F, 0x01]
+    assert list(unpack_int4(np.array([0x78, 0x3F], np.uint8), 3)) == [-8, 7, -1]
+    assert unpack_int4(np.array([0xF0], np.uint8), 2, signed=False).tolist() == [0, 15]
+
+
+@pytest.mark.exercise("8.4")
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("signed", [True, False])
+def test_pack_int4_round_trip(seed, signed):
+    from tinyq.kernels.packing import pack_int4, unpack_int4
+    rng = np.random.default_rng(seed)
+    count = int(rng.integers(0, 50))
+    codes = rng.integers(-8, 8, count) if signed else rng.integers(0, 16, count)
+    packed = pack_int4(codes, signed=signed)
+    assert packed.size == (count + 1) // 2
+    restored = unpack_int4(packed, count, signed=signed)
+    assert restored.dtype == (np.int8 if signed else np.uint8) and np.array_equal(restored, codes)
+
+
+def test_pack_int4_errors_and_qtensor_storage():
+    from tinyq.formats.affine import QParams
+    from tinyq.kernels.packing import pack_int4, unpack_int4
+    from tinyq.quant.qtensor import QTensor
+    with pytest.raises(ValueError, match=r"\[-8, 7\]"):
+        pack_int4(np.array([8]))
+    with pytest.raises(TypeError, match="integer codes"):
+        pack_int4(np.array([0.5]))
+    with pytest.raises(ValueError, match="count"):
+        unpack_int4(np.zeros(2, np.uint8), 5)
+    qp = QParams(0.1, 0, bits=4, signed=True)
+    qt = QTensor(np.arange(-8, 7, dtype=np.int8).reshape(3, 5), qp)
+    assert qt.nbytes == 8 and qt.packed().size == 8                         # 15 codes → 8 bytes
+    assert np.array_equal(QTensor.from_packed(qt.packed(), (3, 5), qp).values, qt.values)
+    qt8 = QTensor(np.zeros((3, 5), np.int8), QParams(0.1, 0, bits=6, signed=True))
+    assert qt8.nbytes == 15                                                  # 6-bit codes still take a byte each

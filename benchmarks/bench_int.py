@@ -24,7 +24,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import common  # noqa: E402  (must come before numpy: it pins the thread count)
+import common
 
 
 def parse_args(argv=None):
@@ -40,17 +40,17 @@ ARGS = parse_args() if __name__ == "__main__" else None
 if ARGS is not None:
     common.pin_threads(ARGS.threads)
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-import tinyq as tq  # noqa: E402
-from tinyq import models  # noqa: E402
-from tinyq.data import ArrayDataset, DataLoader  # noqa: E402
-from tinyq.kernels.int_gemm import _raw_gemm_loops, int_gemm, int_gemm_blas  # noqa: E402
-from tinyq.quant import quantize_ptq  # noqa: E402
-from tinyq.quant.int_modules import to_integer  # noqa: E402
+import tinyq as tq
+from tinyq import models
+from tinyq.data import ArrayDataset, DataLoader
+from tinyq.kernels.int_gemm import _raw_gemm_loops, int_gemm, int_gemm_blas
+from tinyq.quant import quantize_ptq
+from tinyq.quant.int_modules import to_integer
 
 try:
-    import torch  # noqa: E402
+    import torch
 except ImportError:  # optional
     torch = None
 

@@ -5,7 +5,12 @@ import numpy as np
 import pytest
 
 from tinyq.cli import main
-from tinyq.experiments.accumulator import accumulator_sweep, equivalence, plot, quantized_pair
+from tinyq.experiments.accumulator import (
+    accumulator_sweep,
+    equivalence,
+    plot,
+    quantized_pair,
+)
 
 
 @pytest.fixture(scope="module")

@@ -6,13 +6,29 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from tinyq.kernels.accumulate import accumulate_gemm, accumulate_gemm_reference, wrap_to_bits
-from tinyq.kernels.int_gemm import (FLOAT32_EXACT_LIMIT, exact_block_size, int_gemm, int_gemm_blas,
-                                    int_gemm_reference, zero_point_correction)
+from tinyq.kernels.accumulate import (
+    accumulate_gemm,
+    accumulate_gemm_reference,
+    wrap_to_bits,
+)
+from tinyq.kernels.int_gemm import (
+    FLOAT32_EXACT_LIMIT,
+    exact_block_size,
+    int_gemm,
+    int_gemm_blas,
+    int_gemm_reference,
+    zero_point_correction,
+)
 from tinyq.kernels.int_ops import add_bias_int32, int_im2col, int_max_pool2d
-from tinyq.kernels.requant import (INT32_MAX, INT32_MIN, quantize_multiplier, requantize, requantize_reference,
-                                   rounding_divide_by_pot_reference,
-                                   saturating_rounding_doubling_high_mul_reference)
+from tinyq.kernels.requant import (
+    INT32_MAX,
+    INT32_MIN,
+    quantize_multiplier,
+    requantize,
+    requantize_reference,
+    rounding_divide_by_pot_reference,
+    saturating_rounding_doubling_high_mul_reference,
+)
 
 GEMMS = [int_gemm, int_gemm_blas]
 

@@ -10,7 +10,13 @@ from tinyq.experiments.bitwidth import train_float
 from tinyq.formats.affine import QParams, calculate_qparams, quantize
 from tinyq.quant import QuantConfig, quantize_ptq
 from tinyq.quant.equivalence import equivalence_report
-from tinyq.quant.int_modules import IntegerModel, IntLinear, layer_qparams, stored_bits, to_integer
+from tinyq.quant.int_modules import (
+    IntegerModel,
+    IntLinear,
+    layer_qparams,
+    stored_bits,
+    to_integer,
+)
 from tinyq.quant.qat import QuantLinear
 
 
@@ -48,7 +54,7 @@ def pair(request, digits):
 
 
 def test_integer_model_matches_fake_quant(pair, digits):
-    name, qsim, int_model = pair
+    _, qsim, int_model = pair
     x_test, y_test = digits[1]
     rows, summary = equivalence_report(qsim, int_model, x_test, y_test)
     assert summary["max_isolated_lsb"] <= 1, rows              # each layer alone: ≤ 1 LSB
@@ -68,7 +74,7 @@ class Poison:
 
 
 def test_integer_forward_uses_integers_only(pair, digits):
-    name, _, int_model = pair
+    _, _, int_model = pair
     x_test = digits[1][0][:50]
     codes = int_model.quantize_input(x_test)
     expected = int_model.integer_forward(codes)

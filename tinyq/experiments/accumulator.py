@@ -14,9 +14,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinyq.experiments.bitwidth import FLOAT_DEFAULTS, build_model, generator, load_data, train_float
+from tinyq.experiments.bitwidth import (
+    FLOAT_DEFAULTS,
+    build_model,
+    generator,
+    load_data,
+    train_float,
+)
 
-__all__ = ["quantized_pair", "equivalence", "accumulator_sweep", "plot", "DEFAULT_WIDTHS", "OVERFLOW_MODES"]
+__all__ = ["DEFAULT_WIDTHS", "OVERFLOW_MODES", "accumulator_sweep", "equivalence", "plot", "quantized_pair"]
 
 DEFAULT_WIDTHS = (8, 10, 12, 14, 16, 18, 20, 24, 32)
 OVERFLOW_MODES = ("wrap", "saturate")

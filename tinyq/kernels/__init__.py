@@ -25,12 +25,21 @@ def jit(function=None, **options):
     return decorate(function) if function is not None else decorate
 
 
-# Exports (after `jit`, which the kernel modules import from here). The function int_gemm shadows its
-# module's name on the package: import the module itself as `from tinyq.kernels import int_gemm as ...`
-# only for the function; modules are reached as tinyq.kernels.int_gemm via `from tinyq.kernels.int_gemm import`.
-from tinyq.kernels.accumulate import accumulate_gemm, accumulate_gemm_reference  # noqa: E402
-from tinyq.kernels.int_gemm import (exact_block_size, int_gemm, int_gemm_blas, int_gemm_reference,  # noqa: E402
-                                    zero_point_correction)
-from tinyq.kernels.int_ops import add_bias_int32, int_im2col, int_max_pool2d  # noqa: E402
-from tinyq.kernels.packing import pack_int4, unpack_int4  # noqa: E402
-from tinyq.kernels.requant import quantize_multiplier, requantize, requantize_reference  # noqa: E402
+# Exports (after `jit`, which the kernel modules import from here). The function int_gemm shadows the
+# module of the same name as an attribute of this package: import functions from their modules
+# (`from tinyq.kernels.int_gemm import int_gemm`) or from here, never the module as `tinyq.kernels.int_gemm`.
+from tinyq.kernels.accumulate import accumulate_gemm, accumulate_gemm_reference
+from tinyq.kernels.int_gemm import (
+    exact_block_size,
+    int_gemm,
+    int_gemm_blas,
+    int_gemm_reference,
+    zero_point_correction,
+)
+from tinyq.kernels.int_ops import add_bias_int32, int_im2col, int_max_pool2d
+from tinyq.kernels.packing import pack_int4, unpack_int4
+from tinyq.kernels.requant import quantize_multiplier, requantize, requantize_reference
+
+__all__ = ["JIT_AVAILABLE", "accumulate_gemm", "accumulate_gemm_reference", "add_bias_int32", "exact_block_size",
+           "int_gemm", "int_gemm_blas", "int_gemm_reference", "int_im2col", "int_max_pool2d", "jit", "pack_int4",
+           "quantize_multiplier", "requantize", "requantize_reference", "unpack_int4", "zero_point_correction"]

@@ -20,7 +20,7 @@ import numpy as np
 from tinyq.kernels import jit
 from tinyq.kernels.int_gemm import check_gemm_operands
 
-__all__ = ["accumulate_gemm_reference", "accumulate_gemm", "OVERFLOW_MODES", "wrap_to_bits"]
+__all__ = ["OVERFLOW_MODES", "accumulate_gemm", "accumulate_gemm_reference", "wrap_to_bits"]
 
 OVERFLOW_MODES = ("wrap", "saturate")
 

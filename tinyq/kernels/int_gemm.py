@@ -24,8 +24,15 @@ import numpy as np
 
 from tinyq.kernels import jit
 
-__all__ = ["int_gemm_reference", "int_gemm", "int_gemm_blas", "zero_point_correction", "exact_block_size",
-           "check_gemm_operands", "FLOAT32_EXACT_LIMIT"]
+__all__ = [
+    "FLOAT32_EXACT_LIMIT",
+    "check_gemm_operands",
+    "exact_block_size",
+    "int_gemm",
+    "int_gemm_blas",
+    "int_gemm_reference",
+    "zero_point_correction",
+]
 
 FLOAT32_EXACT_LIMIT = 1 << 24          # every integer of magnitude ≤ 2^24 is a float32 (24-bit significand)
 _INT32_MAX = (1 << 31) - 1

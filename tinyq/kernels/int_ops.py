@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-__all__ = ["int_im2col", "int_max_pool2d", "add_bias_int32", "conv_output_size"]
+__all__ = ["add_bias_int32", "conv_output_size", "int_im2col", "int_max_pool2d"]
 
 
 def conv_output_size(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:

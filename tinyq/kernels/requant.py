@@ -21,9 +21,17 @@ import numpy as np
 from tinyq.formats.affine import quantize_multiplier
 from tinyq.kernels import jit
 
-__all__ = ["quantize_multiplier", "saturating_rounding_doubling_high_mul_reference",
-           "rounding_divide_by_pot_reference", "multiply_by_quantized_multiplier_reference",
-           "requantize_reference", "requantize", "check_multiplier", "INT32_MIN", "INT32_MAX"]
+__all__ = [
+    "INT32_MAX",
+    "INT32_MIN",
+    "check_multiplier",
+    "multiply_by_quantized_multiplier_reference",
+    "quantize_multiplier",
+    "requantize",
+    "requantize_reference",
+    "rounding_divide_by_pot_reference",
+    "saturating_rounding_doubling_high_mul_reference",
+]
 
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 
@@ -83,9 +91,8 @@ def _check_requant_args(acc, m0, shift, zero_point, qmin, qmax, axis):
     qmin, qmax, zero_point = int(qmin), int(qmax), int(zero_point)
     if not qmin <= zero_point <= qmax:
         raise ValueError(f"requantize expects zero_point in [{qmin}, {qmax}], got {zero_point}")
-    if m0.size > 1:
-        if acc.ndim == 0 or acc.shape[axis] != m0.size:
-            raise ValueError(f"requantize expects {m0.size} channels along axis {axis}, got shape {acc.shape}")
+    if m0.size > 1 and (acc.ndim == 0 or acc.shape[axis] != m0.size):
+        raise ValueError(f"requantize expects {m0.size} channels along axis {axis}, got shape {acc.shape}")
     return acc, m0, shift, zero_point, qmin, qmax
 
 

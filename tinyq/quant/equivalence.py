@@ -14,11 +14,17 @@ import numpy as np
 
 from tinyq import autograd_state
 from tinyq.formats.affine import quantize
-from tinyq.quant.int_modules import IntegerModel, IntGlobalAvgPool2d, _IntGemmLayer, flat_layers, layer_qparams
+from tinyq.quant.int_modules import (
+    IntegerModel,
+    IntGlobalAvgPool2d,
+    _IntGemmLayer,
+    flat_layers,
+    layer_qparams,
+)
 from tinyq.quant.qat import _QuantLayer
 from tinyq.tensor import Tensor
 
-__all__ = ["fake_quant_layer_codes", "equivalence_report"]
+__all__ = ["equivalence_report", "fake_quant_layer_codes"]
 
 
 def fake_quant_layer_codes(model, x) -> tuple[list, list, np.ndarray]:
@@ -79,7 +85,7 @@ def equivalence_report(fake_model, int_model: IntegerModel, x, labels=None) -> t
     summary = {"max_isolated_lsb": max(r["isolated_max_lsb"] for r in code_rows),
                "max_propagated_lsb": max(r["propagated_max_lsb"] for r in code_rows),
                "logits_isolated_max_lsb": rows[-1]["isolated_max_lsb"],
-               "prediction_agreement": float(np.mean(fake_pred == int_pred)), "samples": int(len(fake_pred))}
+               "prediction_agreement": float(np.mean(fake_pred == int_pred)), "samples": len(fake_pred)}
     if labels is not None:
         labels = np.asarray(labels)
         summary["fake_quant_accuracy"] = float(np.mean(fake_pred == labels))

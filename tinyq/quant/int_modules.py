@@ -29,11 +29,24 @@ from tinyq.kernels.accumulate import accumulate_gemm
 from tinyq.kernels.int_gemm import int_gemm, int_gemm_blas
 from tinyq.kernels.int_ops import add_bias_int32, int_im2col, int_max_pool2d
 from tinyq.kernels.requant import quantize_multiplier, requantize
-from tinyq.quant.qat import QuantConv2d, QuantLinear, _QuantLayer
+from tinyq.quant.qat import QuantLinear, _QuantLayer
 from tinyq.tensor import Tensor
 
-__all__ = ["LayerQParams", "layer_qparams", "IntLinear", "IntConv2d", "IntMaxPool2d", "IntFlatten",
-           "IntGlobalAvgPool2d", "IntegerModel", "to_integer", "flat_layers", "stored_bits", "set_accumulator", "GEMMS"]
+__all__ = [
+    "GEMMS",
+    "IntConv2d",
+    "IntFlatten",
+    "IntGlobalAvgPool2d",
+    "IntLinear",
+    "IntMaxPool2d",
+    "IntegerModel",
+    "LayerQParams",
+    "flat_layers",
+    "layer_qparams",
+    "set_accumulator",
+    "stored_bits",
+    "to_integer",
+]
 
 GEMMS = {"numba": int_gemm, "blas": int_gemm_blas}
 

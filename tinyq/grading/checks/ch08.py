@@ -25,7 +25,9 @@ def draw_high_mul(rng):
 
 
 def probe_high_mul(a, b):
-    from tinyq.kernels.requant import saturating_rounding_doubling_high_mul_reference as high_mul
+    from tinyq.kernels.requant import (
+        saturating_rounding_doubling_high_mul_reference as high_mul,
+    )
     return {"high": np.array([high_mul(int(x), int(y)) for x, y in zip(a, b)], dtype=np.int64)}
 
 

@@ -336,3 +336,21 @@ def test_pack_int4_errors_and_qtensor_storage():
     assert np.array_equal(QTensor.from_packed(qt.packed(), (3, 5), qp).values, qt.values)
     qt8 = QTensor(np.zeros((3, 5), np.int8), QParams(0.1, 0, bits=6, signed=True))
     assert qt8.nbytes == 15                                                  # 6-bit codes still take a byte each
+
+
+def test_requantize_shift_matches_the_formats_rounding_module():
+    """Once the review work's formats.rounding lands: its rounding_right_shift (gemmlowp's RoundingDivideByPOT
+    in NumPy int64) is bit-identical to the Python-integer reference and to the numba requantizer's shift."""
+    rounding = pytest.importorskip("tinyq.formats.rounding")
+    if not hasattr(rounding, "rounding_right_shift"):
+        pytest.skip("tinyq.formats.rounding has no rounding_right_shift yet")
+    rng = np.random.default_rng(11)
+    values = np.concatenate([np.arange(-40, 41), rng.integers(INT32_MIN, INT32_MAX, 300, endpoint=True),
+                             [INT32_MIN, INT32_MAX]]).astype(np.int64)
+    for exponent in (0, 1, 2, 5, 13, 31):
+        expected = [rounding_divide_by_pot_reference(int(v), exponent) for v in values]
+        assert np.array_equal(np.asarray(rounding.rounding_right_shift(values, exponent)), expected)
+        # the numba kernel with M = 2^30·2^-31·2^(1−exponent)... only its shift step: m0 = 2^30 halves first
+        high = np.array([saturating_rounding_doubling_high_mul_reference(int(v), 1 << 30) for v in values[:100]])
+        got = requantize(values[:100].astype(np.int32), 1 << 30, -exponent, 0, INT32_MIN, INT32_MAX)
+        assert np.array_equal(got, np.asarray(rounding.rounding_right_shift(high, exponent)))

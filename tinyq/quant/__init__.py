@@ -5,9 +5,9 @@
     config       QuantSpec (one tensor), QConfig (one layer), QuantConfig (the model, per-layer overrides)
     qat          prepare_qat / convert, QuantLinear / QuantConv2d, model_size_bytes
     ptq          fold_batchnorm, prepare / calibrate / convert, quantize_ptq
-    qtensor      QTensor: integer codes + QParams, dequantize()
-
-(int_modules will be added by the integer-inference work.)
+    qtensor      QTensor: integer codes + QParams, dequantize(), int4 packed storage
+    int_modules  integer-only inference: IntLinear / IntConv2d / IntMaxPool2d, to_integer, stored_bits
+    equivalence  the integer model vs its fake-quant model, layer by layer (`tinyq intcheck`)
 """
 from tinyq.quant import config, fake_quant, observers, ptq, qat, qtensor
 from tinyq.quant.config import QConfig, QuantConfig, QuantSpec

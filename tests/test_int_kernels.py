@@ -73,7 +73,7 @@ def test_int_gemm_matches_python_integers_random(seed, gemm):
 @pytest.mark.parametrize("a_fill, b_fill, z_a, z_b", [
     (0, -128, 0, 127), (255, 127, 255, -128), (255, -128, 0, 127), (0, 127, 255, -128),   # qmin/qmax, zps at ends
     (128, -127, 128, 0), (7, 0, 7, 0)])
-@pytest.mark.parametrize("k", [1, 3, 64])
+@pytest.mark.parametrize("k", [1, 3, 64, 515, 1041])       # 515 > 514 and 1041 > 1040: past one fp32 block
 def test_int_gemm_edge_values(gemm, a_fill, b_fill, z_a, z_b, k):
     a = np.full((3, k), a_fill, dtype=np.uint8)
     b = np.full((k, 2), b_fill, dtype=np.int8)

@@ -354,3 +354,15 @@ def test_requantize_shift_matches_the_formats_rounding_module():
         high = np.array([saturating_rounding_doubling_high_mul_reference(int(v), 1 << 30) for v in values[:100]])
         got = requantize(values[:100].astype(np.int32), 1 << 30, -exponent, 0, INT32_MIN, INT32_MAX)
         assert np.array_equal(got, np.asarray(rounding.rounding_right_shift(high, exponent)))
+
+
+@pytest.mark.parametrize("kernel, stride, padding", [((2, 2), (2, 2), (0, 0)), ((3, 3), (3, 3), (1, 1)),
+                                                     ((3, 3), (2, 2), (1, 1)), ((2, 3), (1, 2), (0, 1))])
+def test_int_max_pool_matches_the_float_engine(kernel, stride, padding):
+    from tinyq import functional as F
+    from tinyq.tensor import Tensor
+    rng = np.random.default_rng(3)
+    codes = rng.integers(-128, 128, (2, 3, 7, 9)).astype(np.int8)
+    expected = F.max_pool2d(Tensor(codes.astype(np.float32)), kernel, stride, padding).data
+    got = int_max_pool2d(codes, kernel, stride, padding)
+    assert got.dtype == np.int8 and np.array_equal(got, expected)

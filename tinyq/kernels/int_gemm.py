@@ -69,9 +69,11 @@ def check_gemm_operands(a, b, a_zero_point=0, b_zero_point=0):
             raise ValueError(f"int_gemm expects {name} inside the range of {dtype} [{info.min}, {info.max}], "
                              f"got {zero_point.min() if zero_point.min() < info.min else zero_point.max()}")
     k = a.shape[1]
-    centered = k * max(abs(int(a.min()) - int(z_a)), abs(int(a.max()) - int(z_a))) if a.size else 0
-    centered *= int(np.max(np.abs(np.stack([b.min(axis=0) - z_b, b.max(axis=0) - z_b])))) if b.size else 0
-    raw = k * _max_abs(a) * _max_abs(b)
+    a_lo, a_hi = (int(a.min()), int(a.max())) if a.size else (0, 0)            # one pass over each operand
+    b_lo, b_hi = (b.min(axis=0).astype(np.int64), b.max(axis=0).astype(np.int64)) if b.size else (z_b, z_b)
+    centered = k * max(abs(a_lo - int(z_a)), abs(a_hi - int(z_a))) * int(max(np.abs(b_lo - z_b).max(initial=0),
+                                                                               np.abs(b_hi - z_b).max(initial=0)))
+    raw = k * max(abs(a_lo), abs(a_hi)) * int(max(np.abs(b_lo).max(initial=0), np.abs(b_hi).max(initial=0)))
     if max(centered, raw) > _INT32_MAX:
         raise OverflowError(f"int_gemm: K·max|a|·max|b| = {max(centered, raw)} does not fit an int32 accumulator "
                             f"(K = {k}); split K or use narrower codes")
@@ -100,8 +102,9 @@ def _corrected(raw, a, b, z_a, z_b) -> np.ndarray:
     k = a.shape[1]
     if z_a == 0 and not z_b.any():
         return raw.astype(np.int32, copy=False)
-    row_sums = a.sum(axis=1, dtype=np.int64)
-    col_sums = b.sum(axis=0, dtype=np.int64)
+    # a zero point of 0 needs no sums of the other operand (symmetric weights: z_b = 0 skips the row sums of A)
+    row_sums = a.sum(axis=1, dtype=np.int64) if z_b.any() else np.zeros(a.shape[0], np.int64)
+    col_sums = b.sum(axis=0, dtype=np.int64) if z_a else np.zeros(b.shape[1], np.int64)
     return zero_point_correction(raw, row_sums, col_sums, k, z_a, z_b).astype(np.int32)
 
 
@@ -128,8 +131,14 @@ def _raw_gemm_loops(a, b, out):
 def int_gemm(a, b, a_zero_point=0, b_zero_point=0) -> np.ndarray:
     """Same as int_gemm_reference (bit-identical): compiled int32 loops over raw codes, then the correction."""
     a, b, z_a, z_b = check_gemm_operands(a, b, a_zero_point, b_zero_point)
-    raw = np.zeros((a.shape[0], b.shape[1]), dtype=np.int32)
-    _raw_gemm_loops(np.ascontiguousarray(a), np.ascontiguousarray(b), raw)
+    (m, _), n = a.shape, b.shape[1]
+    if n < 16 <= m:                         # a narrow output row vectorizes badly: compute (Bᵀ Aᵀ)ᵀ instead
+        raw_t = np.zeros((n, m), dtype=np.int32)
+        _raw_gemm_loops(np.ascontiguousarray(b.T), np.ascontiguousarray(a.T), raw_t)
+        raw = np.ascontiguousarray(raw_t.T)
+    else:
+        raw = np.zeros((m, n), dtype=np.int32)
+        _raw_gemm_loops(np.ascontiguousarray(a), np.ascontiguousarray(b), raw)
     return _corrected(raw, a, b, z_a, z_b)
 
 

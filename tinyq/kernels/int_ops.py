@@ -51,8 +51,14 @@ def int_max_pool2d(x, kernel_size: tuple, stride: tuple, padding: tuple = (0, 0)
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel_size, stride, padding, dilation
     if ph or pw:
         x = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=np.iinfo(x.dtype).min)
-    windows = sliding_window_view(x, (dh * (kh - 1) + 1, dw * (kw - 1) + 1), axis=(2, 3))
-    return windows[:, :, ::sh, ::sw, ::dh, ::dw].max(axis=(4, 5))
+    oh = conv_output_size(x.shape[2], kh, sh, 0, dh)
+    ow = conv_output_size(x.shape[3], kw, sw, 0, dw)
+    out = None
+    for i in range(kh):                                # one strided slice per window offset (i, j)
+        for j in range(kw):
+            part = x[:, :, i * dh: i * dh + sh * (oh - 1) + 1: sh, j * dw: j * dw + sw * (ow - 1) + 1: sw]
+            out = part.copy() if out is None else np.maximum(out, part, out=out)
+    return out
 
 
 def add_bias_int32(acc, bias, axis: int = -1) -> np.ndarray:
@@ -62,7 +68,10 @@ def add_bias_int32(acc, bias, axis: int = -1) -> np.ndarray:
         raise TypeError(f"add_bias_int32 expects integer arrays, got {acc.dtype} and {bias.dtype}")
     shape = [1] * acc.ndim
     shape[axis] = -1
-    total = acc.astype(np.int64) + bias.astype(np.int64).reshape(shape)
-    if total.size and (total.min() < -(1 << 31) or total.max() > (1 << 31) - 1):
-        raise OverflowError("add_bias_int32: accumulator + bias leaves the int32 range")
-    return total.astype(np.int32)
+    if acc.size and bias.size:                                       # bound the sum before adding in int32
+        highest = int(acc.max()) + int(bias.max())
+        lowest = int(acc.min()) + int(bias.min())
+        if lowest < -(1 << 31) or highest > (1 << 31) - 1:
+            raise OverflowError("add_bias_int32: accumulator + bias may leave the int32 range "
+                                f"(up to [{lowest}, {highest}])")
+    return acc.astype(np.int32) + bias.astype(np.int32).reshape(shape)

@@ -46,3 +46,14 @@ def test_intcheck_and_accumulator_commands(tmp_path, capsys):
     assert (tmp_path / "acc" / "accumulator.png").is_file()
     with pytest.raises(SystemExit):
         main(["intcheck", "--bits", "12", "--epochs", "1", "--out", str(tmp_path / "x")])
+
+
+def test_intcheck_reads_a_checkpoint(tmp_path):
+    import tinyq as tq
+    from tinyq.experiments.bitwidth import build_model, generator
+    model = build_model("mlp", (1, 8, 8), 10, rng=generator(5, 0))
+    tq.save(model.state_dict(), tmp_path / "float.npz")
+    code = main(["intcheck", "--checkpoint", str(tmp_path / "float.npz"), "--no-progress", "--out", str(tmp_path)])
+    assert code in (0, 1)
+    saved = json.loads((tmp_path / "intcheck.json").read_text())
+    assert saved["metadata"]["checkpoint"].endswith("float.npz")

@@ -68,10 +68,18 @@ class Module:
             table.pop(name, None)
         object.__delattr__(self, name)
 
-    def register_buffer(self, name: str, array: np.ndarray | None) -> None:
-        """A state array that is saved in the state dict but not trained (e.g. BatchNorm running mean)."""
+    def register_buffer(self, name: str, array: np.ndarray | None, constant: bool = False) -> None:
+        """A state array that is saved in the state dict but not trained (e.g. BatchNorm running mean).
+
+        constant=True: the array describes how the module was configured (e.g. a quantizer's bit-width);
+        load_state_dict checks that the saved value equals it instead of overwriting it.
+        """
         object.__setattr__(self, name, array)
-        self._buffers[name] = True
+        self._buffers[name] = "constant" if constant else True
+
+    def _state_loaded(self) -> None:
+        """Called after load_state_dict copied arrays into this module (modules that mirror their buffers
+        elsewhere, e.g. into an observer, refresh that copy here)."""
 
     def register_parameter(self, name: str, param: Parameter | None) -> None:
         if param is None:
@@ -205,13 +213,19 @@ class Module:
             if key not in state:
                 continue
             value = np.asarray(state[key])
-            if value.shape != current.shape:
+            if name in module._buffers and module._buffers[name] == "constant" and \
+                    (value.shape != current.shape or not np.array_equal(value, current)):
+                problems.append(f"{key} is fixed by how the model was configured: expected {current.tolist()}, "
+                                f"got {value.tolist()} (the state comes from a model prepared with another "
+                                f"configuration{module._describe_constant(name, value)})")
+            elif value.shape != current.shape:
                 problems.append(f"{key}: expected shape {current.shape}, got {value.shape}")
             elif value.dtype != current.dtype:
                 problems.append(f"{key}: expected dtype {current.dtype}, got {value.dtype} "
                                 f"(convert the array or the model explicitly)")
         if problems:
             raise ValueError(f"load_state_dict into {type(self).__name__}: " + "; ".join(problems))
+        loaded = {}
         for key, (module, name, current) in targets.items():
             if key in state:
                 value = np.array(state[key], dtype=current.dtype, copy=True)
@@ -219,6 +233,13 @@ class Module:
                     module._parameters[name].data = value
                 else:
                     object.__setattr__(module, name, value)
+                loaded[id(module)] = module
+        for module in loaded.values():
+            module._state_loaded()
+
+    def _describe_constant(self, name: str, value: np.ndarray) -> str:
+        """Extra words for a constant-buffer mismatch (a quantizer spells out its configuration)."""
+        return ""
 
     # ---- printing --------------------------------------------------------------
     def extra_repr(self) -> str:

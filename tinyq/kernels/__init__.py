@@ -8,26 +8,11 @@ This package imports only numpy and numba.
 """
 from __future__ import annotations
 
-try:
-    import numba
-except ImportError:  # pragma: no cover - numba is a declared dependency, but stay usable without it
-    numba = None
+from tinyq.kernels.numba_jit import JIT_AVAILABLE, jit, numba  # noqa: F401  (numba: for callers that check it)
 
-JIT_AVAILABLE = numba is not None and not numba.config.DISABLE_JIT
-
-
-def jit(function=None, **options):
-    """numba.njit(cache=True, **options) when numba is installed, the function itself otherwise."""
-    def decorate(fn):
-        if numba is None:
-            return fn
-        return numba.njit(cache=True, **options)(fn)
-    return decorate(function) if function is not None else decorate
-
-
-# Exports (after `jit`, which the kernel modules import from here). The function int_gemm shadows the
-# module of the same name as an attribute of this package: import functions from their modules
-# (`from tinyq.kernels.int_gemm import int_gemm`) or from here, never the module as `tinyq.kernels.int_gemm`.
+# Exports. The function int_gemm shadows the module of the same name as an attribute of this package:
+# import functions from their modules (`from tinyq.kernels.int_gemm import int_gemm`) or from here,
+# never the module as `tinyq.kernels.int_gemm`.
 from tinyq.kernels.accumulate import accumulate_gemm, accumulate_gemm_reference
 from tinyq.kernels.int_gemm import (
     exact_block_size,

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinyq.kernels import jit
+from tinyq.kernels.numba_jit import jit
 from tinyq.kernels.int_gemm import check_gemm_operands
 
 __all__ = ["OVERFLOW_MODES", "accumulate_gemm", "accumulate_gemm_reference", "wrap_to_bits"]

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinyq.kernels import jit
+from tinyq.kernels.numba_jit import jit
 
 __all__ = [
     "FLOAT32_EXACT_LIMIT",

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from tinyq.formats.affine import quantize_multiplier
-from tinyq.kernels import jit
+from tinyq.kernels.numba_jit import jit
 
 __all__ = [
     "INT32_MAX",

@@ -5,27 +5,27 @@ import time
 from pathlib import Path
 
 from tinyq.cli import arg, command
+from tinyq.commands.options import (check_output_dir, data_options, int_in, no_progress_option, out_option,
+                                    positive_int, seed_option)
 
 _COMMON = [arg("--model", choices=["mlp", "convnet", "lenet"], default="mlp", help="architecture"),
-           arg("--dataset", choices=["digits", "mnist", "fashion"], default="digits",
-               help="digits ships with tinyq; mnist/fashion are downloaded once into $TINYQ_DATA"),
+           *data_options(),
            arg("--checkpoint", default=None, metavar="NPZ",
                help="float state dict of the same architecture (images in [0, 1]); default: train one"),
-           arg("--bits", type=int, default=8, help="weight and activation bits of the PTQ model"),
-           arg("--epochs", type=int, default=None, help="float training epochs when no checkpoint is given"),
-           arg("--seed", type=int, default=0), arg("--no-progress", action="store_true")]
+           arg("--bits", type=int_in(2, 8), default=8, help="weight and activation bits of the PTQ model (2..8)"),
+           arg("--epochs", type=positive_int, default=None, help="float training epochs when no checkpoint is given"),
+           seed_option(), no_progress_option()]
 
 
 def _pair(args):
     from tinyq.experiments.accumulator import quantized_pair
-    if not 2 <= args.bits <= 8:
-        raise SystemExit(f"tinyq: --bits must be in 2..8 for integer-only inference, got {args.bits}")
+    check_output_dir(args.out)
     return quantized_pair(args.model, args.dataset, args.seed, args.bits, checkpoint=args.checkpoint,
                           epochs=args.epochs, progress=not args.no_progress and None)
 
 
 @command("intcheck", help="integer-only model vs its fake-quant model: LSBs per layer, identical predictions",
-         args=_COMMON + [arg("--out", default="runs/intcheck", metavar="DIR", help="folder for intcheck.json")])
+         args=[*_COMMON, out_option("runs/intcheck", help="folder for intcheck.json")])
 def intcheck_command(args) -> int:
     """Quantize a float model by PTQ, convert it to integer-only layers and run both on the test set: per
     layer the largest code difference in LSBs (each layer on the fake-quant model's own input, and end to
@@ -53,10 +53,9 @@ def intcheck_command(args) -> int:
 
 
 @command("accumulator", help="accuracy of the integer model with a narrow accumulator (wrap vs saturate)",
-         args=_COMMON + [arg("--widths", type=int, nargs="+", default=None, help="accumulator bits to try"),
-                         arg("--samples", type=int, default=None, help="only the first N test images"),
-                         arg("--out", default="runs/accumulator", metavar="DIR",
-                             help="folder for accumulator.json, .csv and .png")])
+         args=[*_COMMON, arg("--widths", type=int_in(2, 32), nargs="+", default=None, help="accumulator bits to try"),
+               arg("--samples", type=positive_int, default=None, help="only the first N test images"),
+               out_option("runs/accumulator", help="folder for accumulator.json, .csv and .png")])
 def accumulator_command(args) -> int:
     """Run the integer model with its accumulator narrowed to each width (bias + products added one by one,
     wrapping or saturating); print accuracy, agreement with int32 and the overflow fraction; save the plot."""
@@ -67,8 +66,6 @@ def accumulator_command(args) -> int:
     start = time.perf_counter()
     pair = _pair(args)
     widths = args.widths or DEFAULT_WIDTHS
-    if any(not 2 <= w <= 32 for w in widths):
-        raise SystemExit(f"tinyq: --widths must be in 2..32, got {widths}")
     records = accumulator_sweep(pair, widths, samples=args.samples)
     print(rec.format_table(records, title=f"{args.model} int{args.bits} on {args.dataset}, seed {args.seed}"))
     out = Path(args.out)

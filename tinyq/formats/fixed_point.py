@@ -27,7 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tinyq.formats.rounding import ROUNDING_MODES, check_rounding, round_shift, round_to_integer  # noqa: F401
+from tinyq.formats.rounding import (ROUNDING_MODES, check_rounding, integer_range, round_shift,  # noqa: F401
+                                    round_to_integer)
 
 OVERFLOW_MODES = ("saturate", "wrap")
 
@@ -64,11 +65,11 @@ class QFormat:
 
     @property
     def qmin(self) -> int:
-        return -(2 ** (self.word_bits - 1)) if self.signed else 0
+        return integer_range(self.word_bits, self.signed)[0]
 
     @property
     def qmax(self) -> int:
-        return 2 ** (self.word_bits - 1) - 1 if self.signed else 2 ** self.word_bits - 1
+        return integer_range(self.word_bits, self.signed)[1]
 
     @property
     def min(self) -> float:

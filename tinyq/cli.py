@@ -36,6 +36,7 @@ COMMAND_MODULES: list[str] = [
     "tinyq.commands.lowprec",
     "tinyq.commands.grading",
     "tinyq.commands.integer",
+    "tinyq.commands.prune",
     "tinyq.commands.amp",
 ]
 

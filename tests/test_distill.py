@@ -288,3 +288,43 @@ def test_mismatched_class_counts_and_missing_labels():
         distiller.step(x, y)
     with pytest.raises(ValueError, match="mode must be"):
         distill.Distiller(student, teacher, optim.SGD(student.parameters(), lr=0.1), mode="medium")
+
+
+# ------------------------------------------------------------------ the experiment and `tinyq distill`
+def test_summarize_gain_and_noise_by_hand():
+    from tinyq.experiments.distillation import summarize
+    records = [{"method": "scratch", "temperature": None, "alpha": 0.0, "t2": False, "test_accuracy": a}
+               for a in (0.90, 0.92, 0.94)]
+    records += [{"method": "kd", "temperature": 4.0, "alpha": 0.9, "t2": True, "test_accuracy": a}
+                for a in (0.95, 0.96, 0.97)]
+    records += [{"method": "kd", "temperature": 8.0, "alpha": 0.9, "t2": True, "test_accuracy": a}
+                for a in (0.91, 0.93, 0.95)]
+    rows = {r["temperature"]: r for r in summarize(records)}
+    # stds 0.02 and 0.01 (ddof 1), n = 3: se = sqrt(0.0004/3 + 0.0001/3) = 0.01291; gain 0.04 > 2 se
+    assert rows[4.0]["gain"] == pytest.approx(0.04) and rows[4.0]["gain_se"] == pytest.approx(np.sqrt(0.0005 / 3))
+    assert rows[4.0]["above_noise"] and not rows[8.0]["above_noise"]      # gain 0.01 < 2 * 0.01633
+    assert rows[None]["accuracy_std"] == pytest.approx(0.02)
+
+
+def test_experiment_small_run_is_reproducible_and_records_every_configuration():
+    from tinyq.experiments.distillation import run, student_configurations
+    settings = {"seeds": (0,), "temperatures": (1.0, 4.0), "alphas": (0.9,), "hidden": 8, "student_epochs": 2,
+                    "teacher_epochs": 1, "teacher_width": 4, "limit": 96}
+    first, second = run(**settings), run(**settings)
+    assert [r["test_accuracy"] for r in first] == [r["test_accuracy"] for r in second]
+    assert len(first) == len(student_configurations((1.0, 4.0), (0.9,))) == 4   # scratch, kd x2, noT2 at T=4
+    assert {r["method"] for r in first} == {"scratch", "kd", "kd-noT2"}
+    with pytest.raises(ValueError, match="temperature"):
+        run(temperatures=(0.0,), seeds=(0,))
+
+
+def test_distill_command_writes_table_and_files(tmp_path, capsys):
+    from tinyq.cli import main
+    code = main(["distill", "--temperatures", "2", "--alphas", "0.9", "--seeds", "2", "--student-epochs", "1",
+                 "--teacher-epochs", "1", "--teacher-width", "4", "--limit", "96", "--out", str(tmp_path),
+                 "--no-progress"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "above_noise" in out and "teacher test accuracy" in out
+    assert all((tmp_path / f"distill.{ext}").exists() for ext in ("json", "csv", "png"))
+    assert main(["distill", "--seeds", "0", "--out", str(tmp_path)]) == 2

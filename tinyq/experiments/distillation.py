@@ -106,8 +106,11 @@ def student_configurations(temperatures=TEMPERATURES, alphas=ALPHAS) -> list[dic
 
 def run(dataset: str = "digits", *, seeds=(0, 1, 2), temperatures=TEMPERATURES, alphas=ALPHAS, hidden: int = 16,
         student_epochs: int | None = None, teacher_epochs: int | None = None, teacher_width: int = 16,
-        lr: float = 0.05, seed: int = 0, limit: int | None = None, progress: bool | None = None) -> list[dict]:
-    """One record per (configuration, seed): test accuracy of the student, plus the teacher's, and seconds."""
+        lr: float = 0.05, seed: int = 0, limit: int | None = None, progress: bool | None = None,
+        teacher=None) -> list[dict]:
+    """One record per (configuration, seed): test accuracy of the student, plus the teacher's, and seconds.
+
+    teacher: an already trained teacher to distill from (then teacher_epochs/width are not used)."""
     for t in temperatures:
         distill.check_temperature(t)
     for a in alphas:
@@ -120,8 +123,11 @@ def run(dataset: str = "digits", *, seeds=(0, 1, 2), temperatures=TEMPERATURES, 
     data = load_data(dataset, limit=limit if limit is not None else (400 if fast else None))
     x_train, y_train, x_test, y_test = data
     started = time.perf_counter()
-    teacher, teacher_accuracy = train_teacher(data, width=teacher_width, epochs=teacher_epochs, seed=seed,
-                                              progress=progress)
+    if teacher is None:
+        teacher, teacher_accuracy = train_teacher(data, width=teacher_width, epochs=teacher_epochs, seed=seed,
+                                                  progress=progress)
+    else:
+        teacher_accuracy = accuracy(teacher, x_test, y_test)
     teacher_logits = predict(teacher, x_train)
     teacher_seconds = time.perf_counter() - started
     records = []

@@ -26,25 +26,13 @@ from tqdm.auto import tqdm
 import tinyq as tq
 from tinyq import distill, models, optim
 from tinyq import functional as F
-from tinyq.data import LOADERS, normalize
+from tinyq.experiments.mixed_precision import load_data
 from tinyq.train import fast_mode
 
 TEMPERATURES = (1.0, 2.0, 4.0, 8.0, 16.0)
 ALPHAS = (0.9, 0.5)
 SUMMARY_COLUMNS = ["method", "temperature", "alpha", "t2", "seeds", "accuracy_mean", "accuracy_std", "gain",
                    "gain_se", "above_noise"]
-
-
-def load_data(dataset: str = "digits", limit: int | None = None):
-    """(x_train, y_train, x_test, y_test), standardized with the training mean and std (first `limit` samples)."""
-    if dataset not in LOADERS:
-        raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(LOADERS)}")
-    x_train, y_train = LOADERS[dataset]("train")
-    x_test, y_test = LOADERS[dataset]("test")
-    if limit is not None:
-        x_train, y_train, x_test, y_test = x_train[:limit], y_train[:limit], x_test[:limit], y_test[:limit]
-    mean, std = x_train.mean(axis=(0, 2, 3)), x_train.std(axis=(0, 2, 3))
-    return normalize(x_train, mean, std), y_train, normalize(x_test, mean, std), y_test
 
 
 def predict(model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:

@@ -174,17 +174,18 @@ def run(dataset: str = "digits", *, seed: int = 0, teacher_epochs: int | None = 
             calibration = DataLoader(ArrayDataset(x_train, y_train), batch_size=256)
             qsim = quantize_ptq(copy.deepcopy(student), calibration, config, num_batches=4)
             integer_model = to_integer(qsim)
-            integer_model.source, integer_model.weight_bits = student, bits
+            sources[id(integer_model)] = (student, bits)      # the float weights the codes came from
             return integer_model
         return convert
 
     teacher_bits = float_bits(teacher)
-    student_bits = {}
+    student_bits, sources = {}, {}
 
     def measure(model) -> dict:
         if isinstance(model, IntegerModel):
-            bits, source = integer_model_bits(model, model.source, model.weight_bits), model.source
-            engine = f"integer-only (int{model.weight_bits} weights, int8 activations, int32 accumulators)"
+            source, weight_bits = sources[id(model)]
+            bits = integer_model_bits(model, source, weight_bits)
+            engine = f"integer-only (int{weight_bits} weights, int8 activations, int32 accumulators)"
         else:
             bits, source = float_bits(model), model
             engine = "float32" + (", shared weights" if sharing.shared_layers(model) else "")

@@ -327,4 +327,6 @@ def test_distill_command_writes_table_and_files(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "above_noise" in out and "teacher test accuracy" in out
     assert all((tmp_path / f"distill.{ext}").exists() for ext in ("json", "csv", "png"))
-    assert main(["distill", "--seeds", "0", "--out", str(tmp_path)]) == 2
+    with pytest.raises(SystemExit) as exit_info:           # argparse refuses it before any work
+        main(["distill", "--seeds", "0", "--out", str(tmp_path / "never")])
+    assert exit_info.value.code == 2 and not (tmp_path / "never").exists()

@@ -143,4 +143,6 @@ def test_report_command(tmp_path, capsys):
     payload = json.loads((tmp_path / "report.json").read_text())
     assert len(payload["records"]) == 6 and "threads" in payload["metadata"]
     assert (tmp_path / "report.csv").exists() and (tmp_path / "report.png").exists()
-    assert main(["report", "--sparsity", "1.5", "--out", str(tmp_path)]) == 2
+    with pytest.raises(SystemExit) as exit_info:
+        main(["report", "--sparsity", "1.5", "--out", str(tmp_path / "never")])
+    assert exit_info.value.code == 2 and not (tmp_path / "never").exists()

@@ -1,25 +1,36 @@
 """`tinyq distill`: the command-line side of tinyq.experiments.distillation."""
 from __future__ import annotations
 
+import argparse
 import time
 from pathlib import Path
 
 from tinyq.cli import arg, command
+from tinyq.commands.options import (check_output_dir, data_options, finite_float, no_progress_option, out_option,
+                                    positive_float, positive_int, seed_option)
 from tinyq.experiments.distillation import ALPHAS, SUMMARY_COLUMNS, TEMPERATURES
 
 
+def alpha_value(text: str) -> float:
+    """0 <= alpha <= 1: the weight of the soft term."""
+    value = finite_float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
+    return value
+
+
 @command("distill", help="distill the digits CNN into a narrow MLP: sweep T and alpha over seeds, vs. scratch",
-         args=[arg("--dataset", choices=["digits", "mnist", "fashion"], default="digits"),
-               arg("--temperatures", type=float, nargs="+", default=list(TEMPERATURES)),
-               arg("--alphas", type=float, nargs="+", default=list(ALPHAS)),
-               arg("--seeds", type=int, default=3, help="number of student seeds per configuration"),
-               arg("--hidden", type=int, default=16, help="the student MLP's hidden width"),
-               arg("--student-epochs", type=int, default=None), arg("--teacher-epochs", type=int, default=None),
-               arg("--teacher-width", type=int, default=16), arg("--lr", type=float, default=0.05),
-               arg("--limit", type=int, default=None, help="use only the first N train and test samples"),
-               arg("--seed", type=int, default=0),
-               arg("--out", default="runs/distill", metavar="DIR", help="folder for distill.json, .csv and .png"),
-               arg("--no-progress", action="store_true")])
+         args=[*data_options(),
+               arg("--temperatures", type=positive_float, nargs="+", default=list(TEMPERATURES)),
+               arg("--alphas", type=alpha_value, nargs="+", default=list(ALPHAS)),
+               arg("--seeds", type=positive_int, default=3, help="number of student seeds per configuration"),
+               arg("--hidden", type=positive_int, default=16, help="the student MLP's hidden width"),
+               arg("--student-epochs", type=positive_int, default=None),
+               arg("--teacher-epochs", type=positive_int, default=None),
+               arg("--teacher-width", type=positive_int, default=16), arg("--lr", type=positive_float, default=0.05),
+               arg("--limit", type=positive_int, default=None, help="use only the first N train and test samples"),
+               seed_option(), out_option("runs/distill", help="folder for distill.json, .csv and .png"),
+               no_progress_option()])
 def distill_command(args) -> int:
     """Train the teacher once, then every student configuration over --seeds seeds; print mean ± std of the
     test accuracy per configuration and whether its gain over the scratch baseline exceeds 2 standard errors;
@@ -28,10 +39,7 @@ def distill_command(args) -> int:
     from tinyq.experiments.distillation import plot, run, summarize
     from tinyq.experiments.plotting import save_figure
 
-    for name, value in (("--seeds", args.seeds), ("--hidden", args.hidden), ("--teacher-width", args.teacher_width),
-                        ("--student-epochs", args.student_epochs or 1), ("--teacher-epochs", args.teacher_epochs or 1)):
-        if value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value}")
+    check_output_dir(args.out)
     start = time.perf_counter()
     records = run(args.dataset, seeds=tuple(range(args.seeds)), temperatures=args.temperatures, alphas=args.alphas,
                   hidden=args.hidden, student_epochs=args.student_epochs, teacher_epochs=args.teacher_epochs,

@@ -6,21 +6,24 @@ import time
 from pathlib import Path
 
 from tinyq.cli import arg, command
+from tinyq.commands.distill import alpha_value
+from tinyq.commands.options import (check_output_dir, data_options, fraction, no_progress_option, out_option,
+                                    positive_float, positive_int, seed_option)
 
 
 @command("report", help="end-to-end compression: teacher -> distilled student -> pruned -> shared / int8 / int4 "
                         "integer-only; accuracy, bytes, latency, ratio",
-         args=[arg("--dataset", choices=["digits", "mnist", "fashion"], default="digits"),
-               arg("--teacher-epochs", type=int, default=None), arg("--student-epochs", type=int, default=None),
-               arg("--hidden", type=int, default=32, help="the student MLP's hidden width"),
-               arg("--temperature", type=float, default=2.0), arg("--alpha", type=float, default=0.5),
-               arg("--sparsity", type=float, default=0.8, help="final AGP sparsity of the student's weights"),
-               arg("--clusters", type=int, default=16, help="k-means codebook size for weight sharing"),
-               arg("--batch-size", type=int, default=256, help="batch whose forward pass is timed"),
-               arg("--limit", type=int, default=None, help="use only the first N train and test samples"),
-               arg("--seed", type=int, default=0),
-               arg("--out", default="runs/report", metavar="DIR", help="folder for report.json, .csv and .png"),
-               arg("--no-progress", action="store_true")])
+         args=[*data_options(),
+               arg("--teacher-epochs", type=positive_int, default=None),
+               arg("--student-epochs", type=positive_int, default=None),
+               arg("--hidden", type=positive_int, default=32, help="the student MLP's hidden width"),
+               arg("--temperature", type=positive_float, default=2.0), arg("--alpha", type=alpha_value, default=0.5),
+               arg("--sparsity", type=fraction, default=0.8, help="final AGP sparsity of the student's weights"),
+               arg("--clusters", type=positive_int, default=16, help="k-means codebook size for weight sharing"),
+               arg("--batch-size", type=positive_int, default=256, help="batch whose forward pass is timed"),
+               arg("--limit", type=positive_int, default=None, help="use only the first N train and test samples"),
+               seed_option(), out_option("runs/report", help="folder for report.json, .csv and .png"),
+               no_progress_option()])
 def report_command(args) -> int:
     """Run the whole pipeline once and print, per stage, test accuracy, stored bytes, compression ratios and
     the median latency of one batch; every number is computed in this run. Save JSON/CSV and the
@@ -29,12 +32,7 @@ def report_command(args) -> int:
     from tinyq.experiments.plotting import save_figure
     from tinyq.experiments.report import COLUMNS, plot, run
 
-    for name, value in (("--hidden", args.hidden), ("--clusters", args.clusters), ("--batch-size", args.batch_size),
-                        ("--teacher-epochs", args.teacher_epochs or 1), ("--student-epochs", args.student_epochs or 1)):
-        if value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value}")
-    if not 0.0 <= args.sparsity < 1.0:
-        raise ValueError(f"--sparsity must be in [0, 1), got {args.sparsity}")
+    check_output_dir(args.out)
     start = time.perf_counter()
     records = run(args.dataset, seed=args.seed, teacher_epochs=args.teacher_epochs,
                   student_epochs=args.student_epochs, hidden=args.hidden, temperature=args.temperature,

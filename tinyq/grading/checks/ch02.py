@@ -1,4 +1,4 @@
-"""Trusted checks of chapter 02 (layers and training): exercises 2.1-2.3."""
+"""Trusted checks of chapter 02 (layers and training): exercises 2.1-2.4."""
 from __future__ import annotations
 
 import numpy as np
@@ -68,7 +68,28 @@ def probe_sgd(param, grads, lr, momentum, nesterov, weight_decay):
     return {"trajectory": np.stack(trajectory)}
 
 
+# ---- 2.4 Linear backward ----
+def draw_linear_backward(rng):
+    leading = tuple(int(n) for n in rng.integers(1, 5, size=int(rng.integers(0, 3))))
+    n_in, n_out = int(rng.integers(1, 6)), int(rng.integers(1, 6))
+    small = lambda shape: rng.integers(-8, 9, size=shape).astype(np.float64)   # exact sums in any order
+    return {"x": small(leading + (n_in,)), "weight": small((n_out, n_in)), "bias": small((n_out,)),
+            "grad": small(leading + (n_out,))}
+
+
+def probe_linear_backward(x, weight, bias, grad):
+    import tinyq as tq
+    from tinyq import ops
+    ctx = ops.Linear()
+    ctx.inputs = tuple(tq.tensor(a.copy(), requires_grad=True) for a in (x, weight, bias))
+    ops.Linear.forward(ctx, x.copy(), weight.copy(), bias.copy())
+    grad_x, grad_w, grad_b = ops.Linear.backward(ctx, grad.copy())
+    return {"grad_x": np.asarray(grad_x, dtype=np.float64), "grad_w": np.asarray(grad_w, dtype=np.float64),
+            "grad_b": np.asarray(grad_b, dtype=np.float64)}
+
+
 register(Check(exercise="2.1", draw=f"{HERE}:draw_im2col", probe=f"{HERE}:probe_im2col", cases=6))
 register(Check(exercise="2.2", draw=f"{HERE}:draw_log_softmax", probe=f"{HERE}:probe_log_softmax",
                rtol=1e-9, atol=1e-12, cases=4))
 register(Check(exercise="2.3", draw=f"{HERE}:draw_sgd", probe=f"{HERE}:probe_sgd", rtol=1e-9, atol=1e-12, cases=5))
+register(Check(exercise="2.4", draw=f"{HERE}:draw_linear_backward", probe=f"{HERE}:probe_linear_backward", cases=3))

@@ -1,4 +1,4 @@
-"""Trusted checks of chapter 03 (floating-point formats): exercises 3.1 and 3.2.
+"""Trusted checks of chapter 03 (floating-point formats): exercises 3.1-3.4.
 
 Inputs are built on the format's grid: x = ±(k + f)·2^(e - m) lies between the grid neighbours
 k·2^(e - m) and (k + 1)·2^(e - m) (exact in float64), with f = 1/2 for ties.
@@ -65,5 +65,42 @@ def probe_stochastic(x, lower, upper, fraction, format, seed, repeats):
             "frequency_up_matches_fraction": np.abs(up - fraction) < 0.05}
 
 
+FLOAT_FORMATS = ["FP16", "BF16", "FP8_E4M3", "FP8_E5M2"]
+FLOAT_FIELDS = {"FP16": (5, 10), "BF16": (8, 7), "FP8_E4M3": (4, 3), "FP8_E5M2": (5, 2)}
+
+
+# ---- 3.3 decode ----
+def draw_decode(rng):
+    name = str(rng.choice(FLOAT_FORMATS))
+    e, m = FLOAT_FIELDS[name]
+    size = 64
+    exponent = rng.integers(0, 2 ** e, size=size)
+    exponent[:8] = [0, 0, 1, 2 ** e - 1, 2 ** e - 1, 2 ** e - 2, 0, 2 ** e - 1]   # subnormals, top binade, specials
+    mantissa = rng.integers(0, 2 ** m, size=size)
+    mantissa[:8] = [0, 2 ** m - 1, 0, 0, 2 ** m - 1, 2 ** m - 1, 1, 2 ** (m - 1)]
+    return {"format": name, "sign": rng.integers(0, 2, size=size), "exponent": exponent, "mantissa": mantissa}
+
+
+def probe_decode(format, sign, exponent, mantissa):
+    from tinyq.formats import floats
+    return {"value": np.asarray(floats.decode(sign, exponent, mantissa, getattr(floats, format)), dtype=np.float32)}
+
+
+# ---- 3.4 ulp ----
+def draw_ulp(rng):
+    size = 64
+    x = rng.choice([-1.0, 1.0], size=size) * np.exp2(rng.uniform(-30, 20, size=size))
+    x[:6] = [0.0, -0.0, 1.0, 2.0 ** -14, 65504.0, 448.0]                             # zero, powers of two, maxima
+    x[6:9] = np.exp2(rng.integers(-20, 17, size=3))                                  # exact powers of two
+    return {"format": str(rng.choice(FLOAT_FORMATS)), "x": x.astype(np.float32)}
+
+
+def probe_ulp(format, x):
+    from tinyq.formats import floats
+    return {"ulp": np.asarray(getattr(floats, format).ulp(x.copy()), dtype=np.float32)}
+
+
 register(Check(exercise="3.1", draw=f"{HERE}:draw_nearest", probe=f"{HERE}:probe_nearest", cases=6))
 register(Check(exercise="3.2", draw=f"{HERE}:draw_stochastic", probe=f"{HERE}:probe_stochastic", cases=3))
+register(Check(exercise="3.3", draw=f"{HERE}:draw_decode", probe=f"{HERE}:probe_decode", cases=3))
+register(Check(exercise="3.4", draw=f"{HERE}:draw_ulp", probe=f"{HERE}:probe_ulp", cases=3))

@@ -1,4 +1,4 @@
-"""Trusted checks of chapter 04 (fixed point): exercises 4.1 and 4.2. Raw integers: compared exactly."""
+"""Trusted checks of chapter 04 (fixed point): exercises 4.1-4.4. Raw integers: compared exactly."""
 from __future__ import annotations
 
 import numpy as np
@@ -60,5 +60,39 @@ def probe_saturating_add(qa, qb, int_bits, frac_bits, signed):
     return {"sum": np.asarray(total)}
 
 
+# ---- 4.3 overflow modes ----
+def draw_overflow(rng):
+    signed = bool(rng.random() < 0.7)
+    word = int(rng.integers(2, 17))
+    qmin, qmax = (-(2 ** (word - 1)), 2 ** (word - 1) - 1) if signed else (0, 2 ** word - 1)
+    value = rng.integers(-(2 ** 20), 2 ** 20, size=50)
+    value[:6] = [qmin, qmax, qmin - 1, qmax + 1, 0, 3 * (qmax + 1)]
+    return {"value": value.astype(np.int64), "qmin": qmin, "qmax": qmax, "mode": str(rng.choice(["wrap", "saturate"]))}
+
+
+def probe_overflow(value, qmin, qmax, mode):
+    from tinyq.formats.fixed_point import apply_overflow
+    return {"result": np.asarray(apply_overflow(value.copy(), qmin, qmax, mode), dtype=np.int64)}
+
+
+# ---- 4.4 finite accumulator ----
+def draw_accumulator(rng):
+    bits_a, bits_b = int(rng.integers(3, 9)), int(rng.integers(3, 9))
+    m, k, n = int(rng.integers(1, 4)), int(rng.integers(2, 12)), int(rng.integers(1, 4))
+    qa = rng.integers(-(2 ** (bits_a - 1)), 2 ** (bits_a - 1), size=(m, k))
+    qb = rng.integers(-(2 ** (bits_b - 1)), 2 ** (bits_b - 1), size=(k, n))
+    return {"qa": qa.astype(np.int64), "qb": qb.astype(np.int64), "bits_a": bits_a, "bits_b": bits_b,
+            "acc_bits": int(rng.integers(6, 17)), "acc_overflow": str(rng.choice(["wrap", "saturate"]))}
+
+
+def probe_accumulator(qa, qb, bits_a, bits_b, acc_bits, acc_overflow):
+    from tinyq.formats.fixed_point import QFormat, matmul
+    result = matmul(qa.copy(), QFormat(bits_a - 1, 0), qb.copy(), QFormat(bits_b - 1, 0), QFormat(31, 0),
+                    acc_bits=acc_bits, acc_overflow=acc_overflow)
+    return {"result": np.asarray(result, dtype=np.int64)}
+
+
 register(Check(exercise="4.1", draw=f"{HERE}:draw_multiply", probe=f"{HERE}:probe_multiply", cases=8))
 register(Check(exercise="4.2", draw=f"{HERE}:draw_saturating_add", probe=f"{HERE}:probe_saturating_add", cases=5))
+register(Check(exercise="4.3", draw=f"{HERE}:draw_overflow", probe=f"{HERE}:probe_overflow", cases=3))
+register(Check(exercise="4.4", draw=f"{HERE}:draw_accumulator", probe=f"{HERE}:probe_accumulator", cases=3))

@@ -1,4 +1,4 @@
-"""Trusted checks of chapter 05 (affine quantization): exercises 5.1 and 5.2.
+"""Trusted checks of chapter 05 (affine quantization): exercises 5.1-5.4.
 
 The conventions are formats/affine.py's: float32 arithmetic, round half to even, scale >= eps.
 Draws keep clear of rounding ties (lo / scale and x / scale stay at least 0.02 away from a half
@@ -84,5 +84,49 @@ def probe_quantize(x, scale, zero_point, bits, signed, per_channel, axis):
     return {"q": np.asarray(affine.quantize(x.copy(), qp))}
 
 
+# ---- 5.3 symmetric qparams ----
+def draw_symmetric_qparams(rng):
+    channels = int(rng.integers(0, 5))                  # 0: per tensor
+    shape = () if channels == 0 else (channels,)
+    lo = -rng.exponential(2.0, size=shape) * (rng.random(shape) < 0.8)
+    hi = rng.exponential(2.0, size=shape) * (rng.random(shape) < 0.8)
+    return {"lo": np.asarray(lo, dtype=np.float32), "hi": np.asarray(hi, dtype=np.float32),
+            "bits": int(rng.integers(2, 17)), "signed": bool(rng.random() < 0.7),
+            "narrow_range": bool(rng.random() < 0.3), "per_channel": channels > 0}
+
+
+def probe_symmetric_qparams(lo, hi, bits, signed, narrow_range, per_channel):
+    from tinyq.formats.affine import calculate_qparams
+    low, high = (lo, hi) if per_channel else (float(lo), float(hi))
+    qp = calculate_qparams(low, high, bits=bits, symmetric=True, signed=signed, narrow_range=narrow_range,
+                           axis=0 if per_channel else None)
+    return {"scale": np.asarray(qp.scale, dtype=np.float32), "zero_point": np.asarray(qp.zero_point, dtype=np.int64)}
+
+
+# ---- 5.4 dequantize ----
+def draw_dequantize(rng):
+    signed = bool(rng.random() < 0.5)
+    qmin, qmax = (-128, 127) if signed else (0, 255)
+    per_channel = bool(rng.random() < 0.5)
+    channels = int(rng.integers(1, 5))
+    shape = (int(rng.integers(1, 4)), channels, int(rng.integers(1, 5)))
+    params = channels if per_channel else 1
+    return {"q": rng.integers(qmin, qmax + 1, size=shape).astype(np.int8 if signed else np.uint8),
+            "scale": rng.uniform(0.01, 1.0, size=params).astype(np.float32),
+            "zero_point": rng.integers(qmin, qmax + 1, size=params).astype(np.int64),
+            "signed": signed, "per_channel": per_channel}
+
+
+def probe_dequantize(q, scale, zero_point, signed, per_channel):
+    from tinyq.formats.affine import QParams, dequantize
+    if per_channel:
+        qp = QParams(scale=scale.copy(), zero_point=zero_point.copy(), bits=8, signed=signed, axis=1)
+    else:
+        qp = QParams(scale=float(scale[0]), zero_point=int(zero_point[0]), bits=8, signed=signed)
+    return {"x": np.asarray(dequantize(q.copy(), qp), dtype=np.float32)}
+
+
 register(Check(exercise="5.1", draw=f"{HERE}:draw_qparams", probe=f"{HERE}:probe_qparams", rtol=2.5e-7, cases=8))
 register(Check(exercise="5.2", draw=f"{HERE}:draw_quantize", probe=f"{HERE}:probe_quantize", cases=8))
+register(Check(exercise="5.3", draw=f"{HERE}:draw_symmetric_qparams", probe=f"{HERE}:probe_symmetric_qparams", rtol=1e-06, atol=0.0, cases=3))
+register(Check(exercise="5.4", draw=f"{HERE}:draw_dequantize", probe=f"{HERE}:probe_dequantize", rtol=1e-06, atol=0.0001, cases=3))

@@ -1,4 +1,4 @@
-"""Trusted checks of chapter 07 (quantization-aware training): exercises 7.1-7.3.
+"""Trusted checks of chapter 07 (quantization-aware training): exercises 7.1-7.4.
 
 Each backward is called directly on a Function whose forward state is set as forward sets it, so a
 check runs only its own exercise's code. Inputs keep clear of rounding ties and range ends.
@@ -84,6 +84,23 @@ def probe_pact(x, alpha, grad, levels):
     return {"grad_x": np.asarray(grad_x), "grad_alpha": np.asarray(grad_alpha)}
 
 
+# ---- 7.4 LSQ gradient scale and initial step ----
+def draw_lsq_scale(rng):
+    axis = None if rng.random() < 0.5 else int(rng.integers(0, 2))
+    x = rng.standard_normal((int(rng.integers(1, 6)), int(rng.integers(1, 6)))).astype(np.float32)
+    if rng.random() < 0.3:
+        x[0] = 0.0                                        # an all-zero row
+    return {"x": x, "axis": -1 if axis is None else axis, "qmax": int(rng.choice([1, 3, 7, 127, 255])),
+            "elements": int(rng.integers(1, 10_000))}
+
+
+def probe_lsq_scale(x, axis, qmax, elements):
+    from tinyq.quant.fake_quant import lsq_grad_scale, lsq_init_step_size
+    step = lsq_init_step_size(x.copy(), qmax, None if axis < 0 else axis)
+    return {"grad_scale": float(lsq_grad_scale(elements, qmax)), "init_step": np.asarray(step, dtype=np.float32)}
+
+
 register(Check(exercise="7.1", draw=f"{HERE}:draw_ste", probe=f"{HERE}:probe_ste", cases=6))
 register(Check(exercise="7.2", draw=f"{HERE}:draw_lsq", probe=f"{HERE}:probe_lsq", rtol=1e-9, atol=1e-12, cases=6))
 register(Check(exercise="7.3", draw=f"{HERE}:draw_pact", probe=f"{HERE}:probe_pact", rtol=1e-9, atol=1e-12, cases=4))
+register(Check(exercise="7.4", draw=f"{HERE}:draw_lsq_scale", probe=f"{HERE}:probe_lsq_scale", rtol=1e-06, atol=0.0, cases=3))

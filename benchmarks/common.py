@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import platform
+import re
+import resource
 import statistics
 import sys
 import time
@@ -100,6 +102,33 @@ def machine_info(threads: int) -> dict:
     })
     info.update(library_versions())
     return info
+
+
+def memory_kib() -> dict:
+    """{"rss": resident set now, "peak": its high-water mark since start or the last reset_peak()} in KiB (Linux)."""
+    try:
+        with open("/proc/self/status") as f:
+            status = f.read()
+    except OSError:  # pragma: no cover - not Linux
+        return {"rss": None, "peak": None}
+    found = {key: re.search(rf"{key}:\s+(\d+) kB", status) for key in ("VmRSS", "VmHWM")}
+    return {"rss": int(found["VmRSS"].group(1)) if found["VmRSS"] else None,
+            "peak": int(found["VmHWM"].group(1)) if found["VmHWM"] else None}
+
+
+def reset_peak() -> bool:
+    """Reset the resident-set high-water mark (Linux >= 4.0: write 5 to /proc/self/clear_refs)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def minor_faults() -> int:
+    """Minor page faults of this process so far (a page the kernel had to map in, no disk read)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def time_per_call(fn, number: int) -> float:

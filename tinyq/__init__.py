@@ -9,3 +9,4 @@ from tinyq.tensor import (Tensor, arange, full, ones, ones_like, rand, rand_like
 from tinyq import functional, nn, optim  # noqa: F401,E402
 
 __version__ = "0.1.0"
+from tinyq import allocator as _allocator  # noqa: F401,E402  (glibc malloc thresholds: no page faults per step)

@@ -84,3 +84,50 @@ def test_max_pool_padding_never_wins():
     x = -np.ones((1, 1, 2, 2))
     out = F.max_pool2d(tq.tensor(x), 2, stride=1, padding=1).data
     assert np.all(out == -1.0)
+
+
+# ------------------------------------------- compiled kernels against their NumPy references
+from tinyq.kernels import im2col as kernels_im2col  # noqa: E402
+
+SPECIALS = np.array([np.nan, -np.inf, np.inf, -1.0, 0.0, -0.0, 1.0, 1.0, 2.0])   # NaN, infinities, ties, signed 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(geometry, st.integers(0, 3), st.sampled_from([np.float32, np.float64]), st.integers(0, 2**32 - 1))
+def test_compiled_max_pool_is_bit_identical_to_the_reference_on_nan_ties_and_inf(geo, extra, dtype, seed):
+    """Same maxima (NaN wins, first NaN; ties keep the first) and the same argmax positions, then the same
+    backward scatter. Inputs drawn from NaN, +-inf, +-0 and repeated values, so every window has ties."""
+    kh, kw, sh, sw, dh, dw = geo
+    rng = np.random.default_rng(seed)
+    shape = (2, 3, dh * (kh - 1) + 1 + extra, dw * (kw - 1) + 1 + 2 * extra)
+    xp = rng.choice(SPECIALS, size=shape).astype(dtype)
+    args = ((kh, kw), (sh, sw), (dh, dw))
+    out, index = kernels_im2col.max_pool2d(xp, *args)
+    ref_out, ref_index = kernels_im2col.max_pool2d_reference(xp, *args)
+    assert out.dtype == ref_out.dtype
+    np.testing.assert_array_equal(out.view(np.uint8), ref_out.view(np.uint8))   # bit patterns (NaN, -0.0)
+    np.testing.assert_array_equal(index, ref_index)
+    grad = rng.standard_normal(out.shape).astype(dtype)
+    np.testing.assert_array_equal(kernels_im2col.max_pool2d_backward(grad, index, shape),
+                                  kernels_im2col.max_pool2d_backward_reference(grad, ref_index, shape))
+
+
+@settings(max_examples=30, deadline=None)
+@given(geometry, st.integers(0, 2))
+def test_compiled_col2im_is_bit_identical_to_the_reference(geo, extra):
+    kh, kw, sh, sw, dh, dw = geo
+    rng = np.random.default_rng(extra)
+    shape = (2, 3, dh * (kh - 1) + 1 + extra + sh, dw * (kw - 1) + 1 + extra)
+    oh, ow = (shape[2] - dh * (kh - 1) - 1) // sh + 1, (shape[3] - dw * (kw - 1) - 1) // sw + 1
+    cols = rng.standard_normal((2, 3, kh, kw, oh, ow)).astype(np.float32)
+    np.testing.assert_array_equal(kernels_im2col.col2im(cols, shape, (sh, sw), (dh, dw)),
+                                  kernels_im2col.col2im_reference(cols, shape, (sh, sw), (dh, dw)))
+
+
+def test_max_pool_with_padding_matches_torch_on_nan_and_inf():
+    torch = pytest.importorskip("torch")
+    x = np.random.default_rng(7).choice(SPECIALS[1:], size=(2, 2, 5, 6)).astype(np.float32)
+    x[0, 0, 1, 1] = np.nan
+    ours = F.max_pool2d(tq.tensor(x), 3, stride=2, padding=1).data
+    theirs = torch.nn.functional.max_pool2d(torch.from_numpy(x), 3, stride=2, padding=1).numpy()
+    np.testing.assert_array_equal(ours, theirs)

@@ -49,7 +49,7 @@ if ARGS is not None:
 import numpy as np  # noqa: E402
 
 import tinyq as tq  # noqa: E402
-from tinyq import allocator, functional as F, models, optim  # noqa: E402
+from tinyq import allocator, convolution, functional as F, models, optim  # noqa: E402
 
 try:
     import torch  # noqa: E402
@@ -159,6 +159,8 @@ def ratio_row(name, times, baseline, target):
 def probe(spec: str, seed: int, steps: int = 10) -> dict:
     """In this (fresh) process: peak memory a step adds, minor page faults and time per steady-state step."""
     name, batch, engine = spec.split(":")
+    if engine == "tinyq-keep-patches":                          # Conv2d keeps its patch matrix for backward
+        convolution.RECOMPUTE_PATCHES, engine = False, "tinyq"
     make_steps(name, 2, seed, (engine,))[0][engine]()          # load / compile kernels outside the measurement
     step = make_steps(name, int(batch), seed, (engine,))[0][engine]
     import gc

@@ -148,14 +148,14 @@ def test_padding_equals_numpy_pad(value):
     np.testing.assert_array_equal(_pad_spatial(x, (1, 2), value), expected)
 
 
-@pytest.mark.parametrize("recompute,chunk_bytes", [(False, 8 * 2**20), (True, 8 * 2**20), (True, 1)])
+@pytest.mark.parametrize("recompute,chunk_bytes", [(False, 1), (True, 8 * 2**20), (True, 700), (True, 1)])
 def test_conv_backward_with_saved_or_recomputed_patches_in_chunks(monkeypatch, recompute, chunk_bytes):
-    """Keeping the patch matrix, rebuilding it in one pass, or one image at a time: the same gradients,
+    """Keeping the patch matrix, rebuilding it in chunks of images or one image at a time: the same gradients,
     and they pass gradcheck (grouped, strided, dilated, padded)."""
     from tinyq import convolution
     from tinyq.gradcheck import gradcheck
     monkeypatch.setattr(convolution, "RECOMPUTE_PATCHES", recompute)
-    monkeypatch.setattr(convolution, "BACKWARD_CHUNK_BYTES", chunk_bytes)
+    monkeypatch.setattr(convolution, "PATCH_CHUNK_BYTES", chunk_bytes)
     rng = np.random.default_rng(9)
     x, w, b = rng.standard_normal((3, 4, 7, 6)), rng.standard_normal((6, 2, 3, 2)), rng.standard_normal(6)
 

@@ -30,12 +30,13 @@ USE_NUMBA = kernels.JIT_AVAILABLE
 _JIT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 # Memory for time: the patch matrix is KH*KW times larger than the input (25x for LeNet's 5x5 kernels,
-# 34 of the 44 MiB a LeNet-5 step kept for backward). With RECOMPUTE_PATCHES the forward pass keeps the
-# padded input and backward rebuilds the patches, at most BACKWARD_CHUNK_BYTES of them at a time (a
-# chunk of images per im2col + GEMM). False keeps the patch matrix: one im2col copy less per step.
-# benchmarks/bench_engine.py prints the peak memory and the step time both ways.
+# 34 of the 44 MiB a LeNet-5 step kept for backward). A patch matrix up to PATCH_CHUNK_BYTES is kept for
+# backward. A larger one (with RECOMPUTE_PATCHES) is never built whole: forward keeps the padded input,
+# and both passes build the patches of a chunk of images at a time (im2col + GEMM per chunk), backward
+# rebuilding them: one more im2col copy per step, for a peak memory that no longer grows with K * batch.
+# RECOMPUTE_PATCHES = False keeps every patch matrix. benchmarks/bench_engine.py shows both.
 RECOMPUTE_PATCHES = True
-BACKWARD_CHUNK_BYTES = 8 * 2**20
+PATCH_CHUNK_BYTES = 4 * 2**20
 
 
 def _pair(value, name) -> tuple:
@@ -110,6 +111,11 @@ def _patch_matrix(xp, kernel_size, stride, dilation, groups):
     return cols.reshape(groups, c // groups * kh * kw, n * oh * ow)
 
 
+def _images_per_chunk(patch_bytes_per_image: int) -> int:
+    """How many images' patch matrices fit in PATCH_CHUNK_BYTES (at least one)."""
+    return max(1, PATCH_CHUNK_BYTES // patch_bytes_per_image)
+
+
 class Conv2d(Function):
     """One matrix product per group over every position of every image (N*OH*OW columns):
 
@@ -128,12 +134,21 @@ class Conv2d(Function):
         xp = _pad_spatial(x, padding)
         oh = output_size(xp.shape[2], kh, stride[0], dilation[0])
         ow = output_size(xp.shape[3], kw, stride[1], dilation[1])
-        cols = _patch_matrix(xp, (kh, kw), stride, dilation, groups)      # (G, C/G*KH*KW, N*OH*OW)
         w = weight.reshape(groups, out_channels // groups, c_per_group * kh * kw)
-        out = np.matmul(w, cols).reshape(out_channels, n, oh, ow).transpose(1, 0, 2, 3)   # NCHW view
-        out = np.ascontiguousarray(out) if bias is None else out + bias.reshape(-1, 1, 1)
-        ctx.save_for_backward(xp if RECOMPUTE_PATCHES else cols, w)
-        ctx.recompute = RECOMPUTE_PATCHES
+        patch_bytes = xp.shape[1] * kh * kw * oh * ow * xp.itemsize        # one image's patch matrix
+        recompute = RECOMPUTE_PATCHES and n * patch_bytes > PATCH_CHUNK_BYTES
+        chunk = _images_per_chunk(patch_bytes) if recompute else n
+        out = np.empty((n, out_channels, oh, ow), dtype=np.result_type(x, weight))
+        for start in range(0, n, chunk):               # one pass unless the patch matrix exceeds the budget
+            stop = min(n, start + chunk)
+            cols = _patch_matrix(xp[start:stop], (kh, kw), stride, dilation, groups)   # (G, C/G*KH*KW, m*OH*OW)
+            out[start:stop] = np.matmul(w, cols).reshape(out_channels, stop - start, oh, ow).transpose(1, 0, 2, 3)
+            if recompute:
+                del cols                               # free this chunk's patches before the next one is built
+        if bias is not None:
+            out += bias.reshape(-1, 1, 1)
+        ctx.save_for_backward(xp if recompute else cols, w)
+        ctx.recompute = recompute
         ctx.geometry = (xp.shape, (kh, kw), (oh, ow), stride, padding, dilation, groups)
         return out
 
@@ -145,7 +160,7 @@ class Conv2d(Function):
         out_channels = grad.shape[1]
         grad_bias = grad.sum(axis=(0, 2, 3)) if len(ctx.inputs) > 2 and ctx.inputs[2] is not None else None
         wants_x = isinstance(ctx.inputs[0], Tensor) and ctx.inputs[0].requires_grad
-        chunk = max(1, BACKWARD_CHUNK_BYTES // (c * kh * kw * oh * ow * grad.itemsize)) if ctx.recompute else n
+        chunk = _images_per_chunk(c * kh * kw * oh * ow * grad.itemsize) if ctx.recompute else n
         grad_w, grad_xp = np.zeros(w.shape, dtype=grad.dtype), None
         for start in range(0, n, chunk):               # one pass unless recomputed patches exceed the budget
             stop = min(n, start + chunk)
@@ -163,6 +178,8 @@ class Conv2d(Function):
                 else:
                     grad_xp = np.empty(xp_shape, dtype=grad.dtype) if grad_xp is None else grad_xp
                     grad_xp[start:stop] = part
+                del grad_cols, patches, part
+            del cols                                   # free this chunk's patches before the next one is built
         grad_x = _unpad_spatial(grad_xp, padding) if wants_x else None
         return grad_x, grad_w.reshape(out_channels, c // groups, kh, kw), grad_bias
 

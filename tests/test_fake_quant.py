@@ -8,9 +8,10 @@ from hypothesis import strategies as st
 
 import tinyq as tq
 from tinyq.formats.affine import QParams, calculate_qparams, fake_quantize, integer_range
-from tinyq.quant.fake_quant import (FakeQuantize, LSQQuantizer, PACTQuantizer, PerChannelObservers,
-                                    fake_quantize_ste, lsq_fake_quantize, lsq_grad_scale, lsq_init_step_size,
-                                    make_quant_observer, pact_fake_quantize)
+from tinyq.quant.observers import PerChannelObservers, make_observer as make_quant_observer
+from tinyq.quant.quantizers import FakeQuantize, LSQQuantizer, PACTQuantizer
+from tinyq.quant.fake_quant import (fake_quantize_ste, lsq_fake_quantize, lsq_grad_scale, lsq_init_step_size,
+                                    pact_fake_quantize)
 from tinyq.quant.observers import MSEObserver
 
 
@@ -302,7 +303,7 @@ def test_fake_quantize_reset_each_call_follows_the_current_tensor():
 def test_fake_quantize_from_qparams_is_frozen():
     qp = QParams(0.5, 3, 4, False)
     fq = FakeQuantize.from_qparams(qp)
-    assert fq.qparams is qp and not fq.observer_enabled
+    assert fq.qparams == qp and not fq.observer_enabled
     with pytest.raises(RuntimeError, match="frozen"):
         fq.enable_observer()
 
@@ -345,7 +346,7 @@ def test_lsq_quantizer_initialises_once_and_survives_a_state_dict_round_trip(rng
     np.testing.assert_allclose(lsq.step_size.data, lsq_init_step_size(x, 7))
     np.testing.assert_array_equal(out.data, fake_quantize(x, lsq.qparams))
     state = lsq.state_dict()
-    assert set(state) == {"step_size", "initialized"}
+    assert set(state) == {"step_size", "initialized", "qscheme"}
     other = LSQQuantizer(bits=4, signed=True)
     other.load_state_dict(state)
     other(tq.tensor(x * 10))                                    # does not re-initialise

@@ -155,3 +155,48 @@ def test_replacing_a_child_keeps_its_place_in_the_order():
     assert [type(m).__name__ for m in model] == ["Linear", "ReLU", "Linear"]
     assert model(tq.ones(1, 4)).shape == (1, 2)
     assert list(model.state_dict())[:2] == ["0.weight", "0.bias"]
+
+
+# ---- review (issue 9): tied weights, Sequential slices, Parameter assignment, evaluating changes nothing ----
+def test_tied_weights_count_and_step_once():
+    a, b = nn.Linear(3, 3, rng=np.random.default_rng(0)), nn.Linear(3, 3, rng=np.random.default_rng(1))
+    b.weight = a.weight
+    model = nn.Sequential(a, b)
+    assert len(list(model.parameters())) == 3                    # a.weight, a.bias, b.bias
+    assert model.num_parameters() == 9 + 3 + 3
+    before = a.weight.data.copy()
+    opt = tq.optim.SGD(model.parameters(), lr=0.1)
+    for p in model.parameters():
+        p.grad = np.ones(p.shape, dtype=np.float32)
+    opt.step()
+    np.testing.assert_allclose(a.weight.data, before - 0.1, rtol=1e-6)   # one step, not two
+    assert set(model.state_dict()) == {"0.weight", "0.bias", "1.weight", "1.bias"}   # both names saved
+
+
+def test_sequential_slice_keeps_the_state_dict_names():
+    model = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 1))
+    tail = model[2:]
+    assert list(tail.state_dict()) == ["2.weight", "2.bias", "4.weight", "4.bias"]
+    assert tail[0] is model[2] and len(tail) == 3
+    x = tq.tensor(np.ones((1, 3), dtype=np.float32))
+    np.testing.assert_array_equal(tail(x).data, model[4](model[3](model[2](x))).data)
+
+
+def test_assigning_a_plain_tensor_to_a_parameter_raises():
+    layer = nn.Linear(2, 2)
+    with pytest.raises(TypeError, match="Parameter or None expected"):
+        layer.weight = tq.tensor(np.zeros((2, 2), dtype=np.float32))
+    assert "weight" in dict(layer.named_parameters())
+    layer.bias = None                                            # None unregisters it, as in PyTorch
+    assert "bias" not in dict(layer.named_parameters())
+    layer.bias = nn.Parameter(np.zeros(2, dtype=np.float32))
+    assert list(dict(layer.named_parameters())) == ["weight", "bias"]
+
+
+def test_evaluating_restores_each_module_mode():
+    model = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), nn.ReLU())
+    model.train()
+    model[1].eval()                                              # a frozen BatchNorm inside a training model
+    with model.evaluating():
+        assert not any(m.training for m in model.modules())
+    assert model.training and model[0].training and not model[1].training

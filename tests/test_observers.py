@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tinyq.formats.affine import QParams, calculate_qparams, dequantize, fake_quantize, quantization_mse
-from tinyq.quant.observers import (OBSERVERS, EntropyObserver, Histogram, MinMaxObserver, MovingAverageMinMaxObserver,
+from tinyq.quant.observers import (OBSERVERS, PerChannelObservers, EntropyObserver, Histogram, MinMaxObserver, MovingAverageMinMaxObserver,
                                    MovingAveragePerChannelMinMaxObserver, MSEObserver, PerChannelMinMaxObserver,
                                    PercentileObserver, make_observer)
 
@@ -123,7 +123,9 @@ def test_per_channel_axis_errors(cls):
 @pytest.mark.parametrize("name", ["percentile", "mse", "entropy"])
 def test_histogram_observers_are_per_tensor_only(name):
     with pytest.raises(ValueError, match="per-tensor only"):
-        make_observer(name, axis=0)
+        OBSERVERS[name](axis=0)
+    assert OBSERVERS[name].per_tensor_only
+    assert isinstance(make_observer(name, axis=0), PerChannelObservers)   # make_observer asks the class
 
 
 def test_make_observer_by_name():
@@ -305,3 +307,29 @@ def test_entropy_observer_keeps_the_range_of_discrete_pixel_data(bits):
     entropy.observe(x)
     minmax.observe(x)
     assert quantization_mse(x, entropy.calculate_qparams()) < 3 * quantization_mse(x, minmax.calculate_qparams())
+
+
+def test_entropy_observer_keeps_the_bright_pixels_of_standardized_images():
+    """MNIST-like pixels standardized with (x - 0.1307) / 0.3081: the background makes a spike at -0.424,
+    not at 0. The KL search must not clip the range onto that spike (issue 9, bug 6)."""
+    rng = np.random.default_rng(0)
+    pixels = np.where(rng.random((64, 784)) < 0.8, 0, rng.integers(1, 256, (64, 784))) / 255.0
+    pixels[:, :20] = 1.0                                          # saturated strokes: a second spike at the top
+    x = ((pixels - 0.1307) / 0.3081).astype(np.float32)
+    entropy, minmax = EntropyObserver(bits=8), MinMaxObserver(bits=8)
+    for batch in np.split(x, 4):
+        entropy.observe(batch)
+        minmax.observe(batch)
+    qp = entropy.calculate_qparams()
+    lo, hi = qp.scale * (qp.qmin - qp.zero_point), qp.scale * (qp.qmax - qp.zero_point)
+    assert lo <= x.min() + qp.scale and hi >= 0.9 * x.max()       # the range keeps the bright pixels
+    assert quantization_mse(x, qp) < 3 * quantization_mse(x, minmax.calculate_qparams())
+
+
+def test_entropy_observer_handles_a_spike_away_from_zero_in_the_middle_of_the_data():
+    rng = np.random.default_rng(1)
+    x = np.concatenate([np.full(30_000, 0.7), rng.standard_normal(20_000)]).astype(np.float32)
+    entropy = EntropyObserver(bits=8, symmetric=True)
+    entropy.observe(x)
+    threshold = entropy.calculate_qparams().scale * 127.5
+    assert threshold > 2.5                                        # the Gaussian tails, not the spike, set T

@@ -73,7 +73,7 @@ def test_matmul_backward_formula():
 @pytest.mark.exercise("2.2")
 def test_log_softmax_backward_matches_finite_differences():
     for seed in range(3):
-        gradcheck_function(ops.LogSoftmax, [np.random.default_rng(seed).standard_normal((3, 5))], axis=1)
+        gradcheck_function(ops.LogSoftmax, [np.random.default_rng(seed).standard_normal((3, 5))], {"axis": 1})
 
 
 @pytest.mark.exercise("2.2")
@@ -257,3 +257,70 @@ def test_shape_errors_say_what_was_expected_and_what_came():
         F.conv2d(tq.ones(1, 1, 2, 2), tq.ones(1, 1, 3, 3))
     with pytest.raises(ValueError, match="reduction must be one of"):
         F.mse_loss(tq.ones(2), tq.ones(2), reduction="avg")
+
+
+# ---- review (issue 9): corner cases of Pow and Maximum, integer promotion, elementwise comparisons ----
+def test_pow_gradients_at_zero_follow_pytorch():
+    x = tq.tensor(np.array([0.0, 2.0, -1.0], dtype=np.float32), requires_grad=True)
+    (x ** 0.0).sum().backward()                                  # d(x^0)/dx = 0, also at x = 0
+    np.testing.assert_array_equal(x.grad, np.zeros(3, dtype=np.float32))
+    b = tq.tensor(np.array([0.5, 2.0], dtype=np.float32), requires_grad=True)
+    (0.0 ** b).sum().backward()                                  # d(0^b)/db = 0 for b > 0
+    np.testing.assert_array_equal(b.grad, np.zeros(2, dtype=np.float32))
+
+
+def test_pow_with_a_constant_base_keeps_the_float32_gradient():
+    x = tq.tensor(np.array([0.5, 1.0], dtype=np.float32), requires_grad=True)
+    out = 2.0 ** x
+    grads = ops.Pow.backward(out._ctx, np.ones(2, dtype=np.float32))      # what backward hands on, uncast
+    assert out.dtype == np.float32 and grads[1].dtype == np.float32
+    out.sum().backward()
+    np.testing.assert_allclose(x.grad, np.log(2.0) * 2.0 ** np.array([0.5, 1.0]), rtol=1e-6)
+
+
+def test_maximum_splits_ties_in_the_gradient_dtype():
+    a = tq.tensor(np.array([1.0, 2.0, 3.0], dtype=np.float16), requires_grad=True)
+    b = tq.tensor(np.array([1.0, 5.0, 0.0], dtype=np.float16), requires_grad=True)
+    ops.maximum(a, b).sum().backward()
+    assert a.grad.dtype == np.float16
+    np.testing.assert_array_equal(a.grad, [0.5, 0.0, 1.0])
+    np.testing.assert_array_equal(b.grad, [0.5, 1.0, 0.0])
+
+
+def test_integer_tensors_become_float32_not_float64():
+    ints = tq.tensor([1, 2, 3])
+    assert ints.dtype == np.int64
+    for result in (ints + 0.5, ints / 2, ints.mean(), ints * np.float32(1.5), ints ** 0.5, ints.var()):
+        assert result.dtype == np.float32, result
+    np.testing.assert_array_equal((ints / 2).data, np.array([0.5, 1.0, 1.5], dtype=np.float32))
+    assert (ints + 1).dtype == np.int64                          # int with int stays int
+
+
+def test_comparisons_are_elementwise_and_tensors_stay_hashable():
+    t = tq.tensor(np.array([0.0, 1.0, 0.0], dtype=np.float32))
+    np.testing.assert_array_equal((t == 0).data, [True, False, True])
+    np.testing.assert_array_equal((t != 0).data, [False, True, False])
+    np.testing.assert_array_equal((t == t).data, [True, True, True])
+    assert len({t, t}) == 1 and t in {t: 1}
+
+
+def test_gradcheck_function_keeps_its_eps_apart_from_a_forward_option_named_eps():
+    class Normalize(tq.Function):
+        """y = x / sqrt(mean(x^2) + eps): a forward option named eps."""
+
+        @staticmethod
+        def forward(ctx, x, *, eps):
+            ctx.save_for_backward(x)
+            ctx.eps = eps
+            return x / np.sqrt(np.mean(x * x) + eps)
+
+        @staticmethod
+        def backward(ctx, grad):
+            (x,) = ctx.saved_tensors
+            r = np.sqrt(np.mean(x * x) + ctx.eps)
+            return grad / r - x * np.sum(grad * x) / (x.size * r ** 3)
+
+    x = np.random.default_rng(0).standard_normal(5) * 1e-3
+    gradcheck_function(Normalize, [x], {"eps": 1e-5}, eps=1e-9)  # the layer's eps and the step differ
+    with pytest.raises(TypeError):
+        gradcheck_function(Normalize, [x], eps=1e-9, axis=1)     # options go in the dict, not as keywords

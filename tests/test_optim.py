@@ -135,3 +135,13 @@ def test_training_a_linear_model_reduces_the_loss():
         opt.step()
     assert loss.item() < 1e-4 * first
     np.testing.assert_allclose(model.weight.data, [[1.0, -2.0, 0.5]], atol=1e-2)
+
+
+def test_clip_grad_norm_clips_when_given_a_generator():
+    model = tq.nn.Linear(3, 2, rng=np.random.default_rng(0))
+    for p in model.parameters():
+        p.grad = np.full(p.shape, 10.0, dtype=np.float32)
+    norm = tq.optim.clip_grad_norm(model.parameters(), 1.0)     # a generator, as in PyTorch code
+    assert norm == pytest.approx(10.0 * np.sqrt(8))
+    clipped = np.sqrt(sum(float(np.sum(p.grad.astype(np.float64) ** 2)) for p in model.parameters()))
+    assert clipped == pytest.approx(1.0, rel=1e-5)

@@ -9,7 +9,7 @@ import tinyq as tq
 from tinyq import functional as F, models, nn, optim
 from tinyq.formats.affine import QParams, fake_quantize
 from tinyq.quant.config import QConfig, QuantConfig, QuantSpec, default_input_spec, default_weight_spec
-from tinyq.quant.fake_quant import FakeQuantize, LSQQuantizer, PACTQuantizer
+from tinyq.quant.quantizers import FakeQuantize, LSQQuantizer, PACTQuantizer
 from tinyq.quant.ptq import fold_batchnorm
 from tinyq.quant.qat import (QuantConv2d, convert, model_size_bytes, prepare_qat, quantized_weights,
                              regularization_loss, set_fake_quant, set_observers)
@@ -57,7 +57,8 @@ def test_gradients_reach_weights_and_learned_quantizer_parameters(kind, rng, dat
     one_step(qmodel, *data)
     names = {name for name, _ in qmodel.named_parameters()}
     expected_extra = {"ste": set(), "lsq": {"1.weight_quant.step_size", "1.input_quant.step_size",
-                                            "3.weight_quant.step_size", "3.input_quant.step_size"},
+                                            "3.weight_quant.step_size", "3.input_quant.step_size",
+                                            "1.input_quant.zero_point", "3.input_quant.zero_point"},
                       "pact": {"1.input_quant.alpha", "3.input_quant.alpha"}}[kind]
     assert names == {"1.weight", "1.bias", "3.weight", "3.bias"} | expected_extra
     for name, p in qmodel.named_parameters():
@@ -86,8 +87,9 @@ def test_convert_freezes_qparams_and_reproduces_the_trained_model(kind, rng, dat
     set_observers(qmodel, False)
     qmodel.eval()
     converted = convert(qmodel)
-    assert all(m.observer is None for m in converted.modules() if isinstance(m, FakeQuantize))
-    assert not any(isinstance(m, (LSQQuantizer, PACTQuantizer)) for m in converted.modules())
+    frozen = [m for m in converted.modules() if isinstance(m, FakeQuantize)]
+    assert all(not m.observer_enabled and np.all(np.isfinite(m.scale)) for m in frozen)
+    assert set(converted.state_dict()) == set(qmodel.state_dict())       # the same modules, frozen in place
     np.testing.assert_allclose(run(converted, data[0]), run(qmodel, data[0]), rtol=1e-5, atol=1e-5)
     weights = quantized_weights(converted)
     assert set(weights) == {"1.weight", "3.weight"}

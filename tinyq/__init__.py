@@ -7,6 +7,7 @@ from tinyq.serialize import load, save  # noqa: F401
 from tinyq.tensor import (Tensor, arange, full, ones, ones_like, rand, rand_like, randn, randn_like,  # noqa: F401
                           tensor, zeros, zeros_like)
 from tinyq import functional, nn, optim  # noqa: F401,E402
+from tinyq import lowp  # noqa: F401,E402  (registers number formats for t.to(floats.BF16))
 
 __version__ = "0.1.0"
 from tinyq import allocator as _allocator  # noqa: F401,E402  (glibc malloc thresholds: no page faults per step)

@@ -73,12 +73,18 @@ def gradcheck(fn: Callable, arrays: list, name: str = "fn", eps: float = 1e-6, a
         _compare(name, i, t.grad, numeric_gradient(scalar, arrays, i, eps), atol, rtol)
 
 
-def gradcheck_function(function, arrays: list, name: str | None = None, eps: float = 1e-6, atol: float = 1e-6,
-                       rtol: float = 1e-4, rng: np.random.Generator | None = None, **options) -> None:
+def gradcheck_function(function, arrays: list, options: dict | None = None, *, name: str | None = None,
+                       eps: float = 1e-6, atol: float = 1e-6, rtol: float = 1e-4,
+                       rng: np.random.Generator | None = None) -> None:
     """Check function.backward(ctx, g) against central differences of function.forward, both called directly.
 
-    Every array is an input that wants a gradient; `options` are forward's keyword options.
+    Every array is an input that wants a gradient; `options` is the dict of forward's keyword options
+    (kept apart from this checker's own eps/atol/rtol, so a forward option may be called `eps` too).
     """
+    if options is not None and not isinstance(options, dict):
+        raise TypeError(f"gradcheck_function expects options as a dict of forward's keyword options, "
+                        f"got {type(options).__name__}")
+    options = {} if options is None else options
     name = name or function.__name__
     arrays = [np.array(a, dtype=np.float64) for a in arrays]
     rng = rng if rng is not None else np.random.default_rng(0)
@@ -133,6 +139,20 @@ def _distinct(rng, shape):
     return rng.permutation(np.prod(shape)).reshape(shape) * 0.1 + rng.uniform(0, 0.01, shape)
 
 
+def _with_zeros(rng, shape):
+    """Normal samples with about a third of them exactly 0 (where pow and friends have their corner cases)."""
+    x = rng.standard_normal(shape)
+    return np.where(rng.random(shape) < 0.35, 0.0, x)
+
+
+def _tied_pair(rng):
+    """Two arrays equal in some places (ties of maximum/minimum) and at least 0.3 apart elsewhere."""
+    a = rng.standard_normal((2, 4))
+    b = np.where(rng.random((2, 4)) < 0.5, a, a + rng.choice([-1.0, 1.0], (2, 4)) * rng.uniform(0.3, 1, (2, 4)))
+    b[0, 0] = a[0, 0]
+    return [a, b]
+
+
 def _shape(rng, ndim=None):
     ndim = ndim or int(rng.integers(1, 4))
     return tuple(int(n) for n in rng.integers(1, 4, size=ndim))
@@ -145,6 +165,9 @@ REGISTRY = {
     "div": Case(ops.div, lambda r: _binary(r, positive=True)),
     "pow": Case(ops.pow, lambda r: _binary(r, positive=True)),
     "pow_scalar": Case(lambda a: a ** 3.0, lambda r: [r.standard_normal(_shape(r))]),
+    "pow_zero_exponent": Case(lambda a: a ** 0.0, lambda r: [_with_zeros(r, _shape(r))]),
+    "pow_zero_base": Case(lambda b: 0.0 ** b, lambda r: [np.abs(r.standard_normal(_shape(r))) + 0.5]),
+    "pow_base_with_zeros": Case(lambda a: a ** 2.0, lambda r: [_with_zeros(r, _shape(r))]),
     "neg": Case(ops.neg, lambda r: [r.standard_normal(_shape(r))]),
     "matmul": Case(ops.matmul, lambda r: [r.standard_normal((2, 3, 4)), r.standard_normal((4, 2))]),
     "matmul_batched": Case(ops.matmul, lambda r: [r.standard_normal((3, 1, 2, 4)), r.standard_normal((2, 4, 3))]),
@@ -155,6 +178,9 @@ REGISTRY = {
     "abs": Case(ops.abs, lambda r: [_away_from_zero(r, _shape(r))]),
     "maximum": Case(ops.maximum, lambda r: _binary(r, apart=True)),
     "minimum": Case(ops.minimum, lambda r: _binary(r, apart=True)),
+    "maximum_ties": Case(ops.maximum, lambda r: _tied_pair(r)),     # central differences at a tie: 1/2 each
+    "minimum_ties": Case(ops.minimum, lambda r: _tied_pair(r)),
+    "mul_zeros": Case(ops.mul, lambda r: [_with_zeros(r, (2, 3)), _with_zeros(r, (2, 3))]),
     "where": Case(lambda a, b: ops.where(np.array([True, False, True]), a, b),
                   lambda r: [r.standard_normal((2, 3)), r.standard_normal((1, 3))]),
     "clip": Case(lambda a: ops.clip(a, -0.5, 0.5), lambda r: [_away_from_zero(r, _shape(r)) * 0.7 + 0.03]),

@@ -7,11 +7,13 @@ A tensor "in a format" holds only values of that format's grid:
     BF16, FP8_*   float32 storage holding grid values, the format recorded in `t.fmt`.
                   Every op on such tensors (t + u, F.relu, t.sum(), ...) computes in
                   float32 and rounds its result back onto the grid (nearest-even), and
-                  the result carries the format (Function.apply does it; see
-                  `Function.keeps_format`). Gradients stay float32. Mixing a format with a
-                  plain float32 tensor (or another format) is a TypeError: convert with
-                  .to(...). `keep_grid` / `rounded(op)` round explicitly, e.g. with
-                  stochastic rounding or onto another format.
+                  the result carries the format. The autograd core knows nothing of
+                  this: the `KeepFormats` function mode below does it around each
+                  Function.apply (see tinyq/function.py), installed the first time a
+                  tensor enters a simulated format. Gradients stay float32. Mixing a
+                  format with a plain float32 tensor (or another format) is a TypeError:
+                  convert with .to(...). `keep_grid` / `rounded(op)` round explicitly,
+                  e.g. with stochastic rounding or onto another format.
 
 Matmul and convolution follow the tensor-core recipe of DESIGN.md:
 
@@ -28,10 +30,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinyq import convolution
+from tinyq import convolution, ops
 from tinyq.formats import floats
 from tinyq.formats.floats import FloatFormat, check_format
-from tinyq.function import Function, unbroadcast
+from tinyq.function import Function, FunctionMode, install_mode, needs_grad, unbroadcast
 from tinyq.tensor import Tensor
 
 ACCUMULATORS = ("fp32", "fp16")
@@ -70,15 +72,45 @@ def _format_of(t: Tensor):
 
 
 def _tag(out: Tensor, fmt: FloatFormat) -> Tensor:
-    out.fmt = fmt if is_simulated(fmt) else None
+    if is_simulated(fmt):
+        install_mode(KEEP_FORMATS)      # from the first simulated tensor on, ops keep formats
+        out.fmt = fmt
+    else:
+        out.fmt = None
     return out
+
+
+# ------------------------------------------------------------------ ops keep the format
+class KeepFormats(FunctionMode):
+    """The elementwise rule as a function mode: f(a, b) on tensors of format F = round_F(f(a, b)), tagged F.
+
+    Functions in `leaves_format` (explicit conversions, and the low-precision Functions
+    below that round by themselves) pass through untouched. Rounding is straight-through:
+    it changes the forward value, never the gradient.
+    """
+
+    def __init__(self, leaves_format=()):
+        self.leaves_format = set(leaves_format)
+
+    def __call__(self, function, apply, *inputs, **options):
+        fmt = next((t.fmt for t in inputs if isinstance(t, Tensor) and t.fmt is not None), None)
+        if fmt is None or function in self.leaves_format:
+            return apply(*inputs, **options)
+        for t in inputs:
+            if isinstance(t, Tensor) and t.data.dtype.kind == "f" and t.fmt != fmt:
+                raise TypeError(f"{function.__name__} expects tensors of one number format, got {fmt.name} and "
+                                f"{t.fmt.name if t.fmt is not None else t.data.dtype}; convert one explicitly "
+                                f"with .to(...)")
+        out = apply(*inputs, **options)
+        if out.data.dtype == np.float32:
+            out.data = floats.round_to(out.data, fmt)
+        out.fmt = fmt
+        return out
 
 
 # ------------------------------------------------------------------ rounding a tensor
 class RoundToFormat(Function):
     """forward: round(x) onto fmt's grid;  backward: the identity (straight-through estimator)."""
-
-    keeps_format = False   # manages formats itself
 
     @staticmethod
     def forward(ctx, a, *, fmt, mode, rng):
@@ -191,10 +223,6 @@ def gemm(a: np.ndarray, b: np.ndarray, acc_fmt: FloatFormat | None, bias: np.nda
     return total.astype(np.float32)
 
 
-def _wants_grad(ctx, i: int) -> bool:
-    return i < len(ctx.inputs) and isinstance(ctx.inputs[i], Tensor) and ctx.inputs[i].requires_grad
-
-
 def _options(fmt, accumulate, out_fmt, grad_fmt, who):
     fmt = check_format(fmt, who)
     out_fmt = fmt if out_fmt is None else check_format(out_fmt, who)
@@ -204,8 +232,6 @@ def _options(fmt, accumulate, out_fmt, grad_fmt, who):
 
 class LowpMatMul(Function):
     """C = round_out(sum_k round(A) round(B));  dA = round_g(round_g(dC) round(B)^T), dB likewise."""
-
-    keeps_format = False   # manages formats itself
 
     @staticmethod
     def forward(ctx, a, b, *, fmt, acc_fmt, out_fmt, grad_fmt):
@@ -219,10 +245,10 @@ class LowpMatMul(Function):
         a_in, b_in = ctx.saved_tensors
         g = round_array(grad, ctx.grad_fmt)
         grad_a = grad_b = None
-        if _wants_grad(ctx, 0):
+        if needs_grad(ctx, 0):
             grad_a = round_array(gemm(g, np.swapaxes(b_in, -1, -2), ctx.acc_fmt), ctx.grad_fmt)
             grad_a = unbroadcast(grad_a, a_in.shape).astype(ctx.dtypes[0], copy=False)
-        if _wants_grad(ctx, 1):
+        if needs_grad(ctx, 1):
             grad_b = round_array(gemm(np.swapaxes(a_in, -1, -2), g, ctx.acc_fmt), ctx.grad_fmt)
             grad_b = unbroadcast(grad_b, b_in.shape).astype(ctx.dtypes[1], copy=False)
         return grad_a, grad_b
@@ -264,8 +290,6 @@ def _patches(xp, kernel, stride, dilation, groups):
 class LowpConv2d(Function):
     """out = round_out(sum_{c,i,j} round(w) round(x) + round(b)): conv2d as one low-precision GEMM."""
 
-    keeps_format = False   # manages formats itself
-
     @staticmethod
     def forward(ctx, x, weight, bias=None, *, fmt, acc_fmt, out_fmt, grad_fmt, stride, padding, dilation, groups):
         n = x.shape[0]
@@ -294,12 +318,12 @@ class LowpConv2d(Function):
         g_rows = g.reshape(n, groups, out_channels // groups, oh, ow).transpose(1, 0, 3, 4, 2) \
             .reshape(groups, n * oh * ow, out_channels // groups)
         grad_x = grad_w = grad_b = None
-        if _wants_grad(ctx, 1):
+        if needs_grad(ctx, 1):
             grad_w = round_array(gemm(g_rows.transpose(0, 2, 1), cols, ctx.acc_fmt), ctx.grad_fmt)
             grad_w = grad_w.reshape(out_channels, c // groups, kh, kw).astype(ctx.dtypes[1], copy=False)
-        if _wants_grad(ctx, 2):
+        if needs_grad(ctx, 2):
             grad_b = round_array(g.astype(np.float32).sum(axis=(0, 2, 3)), ctx.grad_fmt).astype(ctx.dtypes[2])
-        if _wants_grad(ctx, 0):
+        if needs_grad(ctx, 0):
             grad_cols = gemm(g_rows, w_rows, ctx.acc_fmt)                     # (G, N*OH*OW, C/G*KH*KW)
             grad_cols = grad_cols.reshape(groups, n, oh, ow, c // groups, kh, kw) \
                 .transpose(1, 0, 4, 2, 3, 5, 6).reshape(n, c, oh, ow, kh, kw)
@@ -341,3 +365,7 @@ def lowp_conv2d(x, weight, bias=None, fmt: FloatFormat = floats.FP16, stride=1, 
     out = LowpConv2d.apply(*args, fmt=fmt, acc_fmt=acc_fmt, out_fmt=out_fmt, grad_fmt=grad_fmt,
                            stride=stride, padding=padding, dilation=dilation, groups=groups)
     return _tag(out, out_fmt)
+
+
+KEEP_FORMATS = KeepFormats(leaves_format=(ops.Cast, RoundToFormat, LowpMatMul, LowpConv2d))
+ops.register_conversion(FloatFormat, to_format)      # t.to(floats.BF16) rounds onto the format

@@ -16,17 +16,11 @@ import numpy as np
 
 from tinyq.activations import (GELU, Dropout, LeakyReLU, ReLU, Sigmoid, Tanh, dropout, gelu,  # noqa: F401
                                leaky_relu, relu, sigmoid, tanh)
-from tinyq.function import Function, unbroadcast
+from tinyq.function import Function, needs_grad, unbroadcast  # noqa: F401  (needs_grad: used by the exercises)
 from tinyq.shape_ops import (Concatenate, Expand, GetItem, Max, Mean, Pad, Permute, Reshape, Stack, Sum,  # noqa: F401
-                             Var, _check_same_dtype, _tensor_arg, concatenate, expand, flatten, getitem, max, mean, min,
+                             Var, _as_float, _check_same_dtype, _tensor_arg, concatenate, expand, flatten, getitem, max, mean, min,
                              pad, permute, reshape, stack, sum, transpose, var)
 from tinyq.tensor import FLOAT_DTYPES, Tensor
-
-
-def needs_grad(ctx, i: int) -> bool:
-    """Does positional input i of this op want a gradient? (saves work for constants)."""
-    t = ctx.inputs[i]
-    return isinstance(t, Tensor) and t.requires_grad
 
 
 def _constant(value, dtype):
@@ -38,8 +32,19 @@ def _constant(value, dtype):
     raise TypeError(f"expected a Tensor, ndarray or number, got {type(value).__name__}")
 
 
+def _is_float_constant(value) -> bool:
+    return isinstance(value, float) or (isinstance(value, (np.ndarray, np.generic)) and value.dtype.kind == "f")
+
+
 def _operands(name: str, a, b):
-    """Check and convert the two operands of a binary op (at least one is a Tensor)."""
+    """Check and convert the two operands of a binary op (at least one is a Tensor).
+
+    An integer tensor meets a float constant, or is divided: it becomes float32 first (never float64).
+    """
+    for_float = name in ("div", "pow") or _is_float_constant(a) or _is_float_constant(b)
+    if for_float:
+        a = _as_float(a) if isinstance(a, Tensor) else a
+        b = _as_float(b) if isinstance(b, Tensor) else b
     if isinstance(a, Tensor):
         if isinstance(b, Tensor):
             if a.data.dtype != b.data.dtype:
@@ -130,13 +135,16 @@ class Pow(Function):
         return out
 
     @staticmethod
-    def backward(ctx, grad):                       # d(a^b)/da = b a^(b-1), d(a^b)/db = a^b ln a
+    def backward(ctx, grad):                       # d(a^b)/da = b a^(b-1) (0 where b = 0), d(a^b)/db = a^b ln a (0 where a^b = 0)
         a, b, out = ctx.saved_tensors
-        grad_a = unbroadcast(grad * b * a ** (b - 1), np.shape(a)) if needs_grad(ctx, 0) else None
-        grad_b = None
-        if needs_grad(ctx, 1):
-            with np.errstate(divide="ignore", invalid="ignore"):
-                grad_b = unbroadcast(grad * out * np.log(a), np.shape(b))
+        grad_a = grad_b = None
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if needs_grad(ctx, 0):
+                local = np.where(b == 0, 0, b * a ** (b - 1))
+                grad_a = unbroadcast((grad * local).astype(grad.dtype, copy=False), np.shape(a))
+            if needs_grad(ctx, 1):
+                local = np.where(out == 0, 0, out * np.log(a))
+                grad_b = unbroadcast((grad * local).astype(grad.dtype, copy=False), np.shape(b))
         return grad_a, grad_b
 
 
@@ -266,9 +274,10 @@ class Maximum(Function):
     @staticmethod
     def backward(ctx, grad):                       # to the winning input; ties split evenly
         a, b = ctx.saved_tensors
-        share_a = ((a > b) if ctx.largest else (a < b)) + 0.5 * (a == b)
-        return (unbroadcast(grad * share_a.astype(grad.dtype), np.shape(a)),
-                unbroadcast(grad * (1 - share_a).astype(grad.dtype), np.shape(b)))
+        wins = (a > b) if ctx.largest else (a < b)
+        share_a = np.where(a == b, grad.dtype.type(0.5), wins.astype(grad.dtype))   # in grad's dtype: no upcast
+        return (unbroadcast(grad * share_a, np.shape(a)),
+                unbroadcast(grad * (1 - share_a), np.shape(b)))
 
 
 class Where(Function):
@@ -305,8 +314,6 @@ class Clip(Function):
 
 
 class Cast(Function):
-    keeps_format = False   # an explicit conversion: the result leaves the format
-
     @staticmethod
     def forward(ctx, a, *, dtype):
         ctx.in_dtype = a.dtype
@@ -403,12 +410,23 @@ def cast(a, dtype):
     return Cast.apply(a, dtype=dtype)
 
 
+_CONVERSIONS: dict = {}     # type of a conversion target (other than a NumPy dtype) -> function(t, target, mode, rng)
+
+
+def register_conversion(target_type: type, convert) -> None:
+    """Let `t.to(target)` accept targets of target_type: it calls convert(t, target, mode=..., rng=...).
+
+    The core knows only NumPy dtypes; tinyq.lowp registers its number formats (FloatFormat) here.
+    """
+    _CONVERSIONS[target_type] = convert
+
+
 def to(a, target, mode="nearest", rng=None):
-    """Tensor.to: a NumPy float dtype casts; a number format (floats.BF16, ...) rounds onto its grid
-    (mode "nearest" or "stochastic" with an explicit rng)."""
-    if hasattr(target, "mantissa_bits"):
-        from tinyq import lowp
-        return lowp.to_format(a, target, mode=mode, rng=rng)
+    """Tensor.to: a NumPy float dtype casts; a registered target type (a number format such as floats.BF16,
+    registered by tinyq.lowp) converts with its own function (mode "nearest" or "stochastic" with an rng)."""
+    for target_type, convert in _CONVERSIONS.items():
+        if isinstance(target, target_type):
+            return convert(a, target, mode=mode, rng=rng)
     if mode != "nearest" or rng is not None:
         raise ValueError(f"rounding mode {mode!r} applies to number formats, not to the NumPy dtype {target}")
     return cast(a, target)
@@ -428,7 +446,7 @@ def _install_methods():
         "sum": sum, "mean": mean, "max": max, "min": min, "var": var, "clip": clip,
         "reshape": reshape, "flatten": flatten, "permute": permute, "transpose": transpose,
         "expand": expand, "matmul": matmul, "log_softmax": log_softmax,
-        "maximum": maximum, "minimum": minimum, "pad": pad,
+        "maximum": maximum, "minimum": minimum, "pad": pad, "astype": cast, "to": to,
     }
     for name, fn in methods.items():
         setattr(Tensor, name, fn)
@@ -442,6 +460,8 @@ def _install_methods():
     Tensor.argmax = argmax
     Tensor.__lt__, Tensor.__le__ = compare(np.less), compare(np.less_equal)
     Tensor.__gt__, Tensor.__ge__ = compare(np.greater), compare(np.greater_equal)
+    Tensor.__eq__, Tensor.__ne__ = compare(np.equal), compare(np.not_equal)     # elementwise, as in PyTorch
+    Tensor.__hash__ = object.__hash__                                           # hashed by identity
     Tensor.view = reshape
 
 

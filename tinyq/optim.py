@@ -111,14 +111,16 @@ class AdamW(Adam):
 
 
 def clip_grad_norm(params, max_norm: float) -> float:
-    """Scale all gradients by min(1, max_norm / ||g||_2) where ||g|| is over every parameter; returns ||g||."""
-    grads = [p.grad for p in params if p.grad is not None]
-    total = math.sqrt(sum(float(np.sum(g.astype(np.float64) ** 2)) for g in grads))
+    """Scale all gradients by min(1, max_norm / ||g||_2) where ||g|| is over every parameter; returns ||g||.
+
+    params: any iterable of Parameters (a list, or a generator such as model.parameters()).
+    """
+    with_grads = [p for p in params if p.grad is not None]      # one pass: a generator is used up after it
+    total = math.sqrt(sum(float(np.sum(p.grad.astype(np.float64) ** 2)) for p in with_grads))
     if total > max_norm:
         scale = max_norm / (total + 1e-6)
-        for p in params:
-            if p.grad is not None:
-                p.grad = p.grad * p.grad.dtype.type(scale)
+        for p in with_grads:
+            p.grad = p.grad * p.grad.dtype.type(scale)
     return total
 
 

@@ -203,8 +203,13 @@ def sum(a, axis=None, keepdims=False):  # noqa: A001
     return Sum.apply(_tensor_arg("sum", a), axis=axis, keepdims=keepdims)
 
 
+def _as_float(a: Tensor) -> Tensor:
+    """An integer or boolean tensor becomes float32 (the default float dtype), never float64."""
+    return a if a.data.dtype.kind in "fc" else Tensor(a.data.astype(np.float32))
+
+
 def mean(a, axis=None, keepdims=False):
-    return Mean.apply(_tensor_arg("mean", a), axis=axis, keepdims=keepdims)
+    return Mean.apply(_as_float(_tensor_arg("mean", a)), axis=axis, keepdims=keepdims)
 
 
 def max(a, axis=None, keepdims=False):  # noqa: A001
@@ -217,7 +222,7 @@ def min(a, axis=None, keepdims=False):  # noqa: A001
 
 def var(a, axis=None, keepdims=False, correction=0):
     """Variance; correction=0 is the biased (population) estimate, 1 the unbiased one."""
-    return Var.apply(_tensor_arg("var", a), axis=axis, keepdims=keepdims, correction=correction)
+    return Var.apply(_as_float(_tensor_arg("var", a)), axis=axis, keepdims=keepdims, correction=correction)
 
 
 def reshape(a, *shape):

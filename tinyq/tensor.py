@@ -11,11 +11,17 @@ dtype rules (tested in tests/test_ops.py and tests/test_lowp.py):
 - An op on two tensors of different float dtypes is a TypeError: convert explicitly with `.to(dtype)`.
 - Constants (Python numbers, ndarrays) take the tensor's dtype.
 - Gradients come back in each input's dtype and accumulate in the parameter's dtype.
-- bf16/fp8 are float32 tensors with `fmt` set; ops keep them on the format's grid (see tinyq/lowp.py).
+- bf16/fp8 are float32 tensors with `fmt` set. The core only carries this tag (detach keeps it, repr shows
+  it); tinyq.lowp keeps such tensors on their grid through a function mode (see tinyq/function.py).
+
+Arithmetic operators and methods (+, @, .sum(), .astype(), .to(), ...) are installed by tinyq/ops.py,
+which builds on this module: tensor.py imports no op.
 """
 from __future__ import annotations
 
 import numpy as np
+
+from tinyq.random import default_rng
 
 
 FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
@@ -132,15 +138,6 @@ class Tensor:
 
     def zero_grad(self) -> None:
         self.grad = None
-
-    def astype(self, dtype) -> "Tensor":
-        from tinyq import ops
-        return ops.cast(self, dtype)
-
-    def to(self, dtype, mode: str = "nearest", rng=None) -> "Tensor":
-        """Convert to a NumPy float dtype (differentiable cast) or, for a number format object, round onto its grid."""
-        from tinyq import ops
-        return ops.to(self, dtype, mode=mode, rng=rng)
 
     # ------------------------------------------------------------------ autograd
     def backward(self, grad=None, retain_graph: bool = False) -> None:
@@ -285,7 +282,6 @@ def _shape(shape) -> tuple:
 
 
 def _rng(rng):
-    from tinyq.random import default_rng
     if rng is None:
         return default_rng()
     if not isinstance(rng, np.random.Generator):

@@ -44,17 +44,18 @@ def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
 
 
 def evaluate(model: nn.Module, loader: DataLoader) -> dict:
-    """{loss, accuracy} of model (eval mode, no grad) over every batch of loader, weighted by batch size."""
-    was_training = model.training
-    model.eval()
+    """{loss, accuracy} of model over every batch of loader, weighted by batch size.
+
+    Evaluating changes nothing: the model runs in eval mode without gradients and with its observers
+    paused (Module.evaluating), and every module gets back its own mode afterwards.
+    """
     total_loss, correct, count = 0.0, 0, 0
-    with tq.no_grad():
+    with tq.no_grad(), model.evaluating():
         for x, y in loader:
             logits = model(tq.tensor(x))
             total_loss += float(F.cross_entropy(logits, y).data) * len(y)
             correct += int(np.sum(np.argmax(logits.data, axis=1) == y))
             count += len(y)
-    model.train(was_training)
     if count == 0:
         raise ValueError("evaluate got an empty loader")
     return {"loss": total_loss / count, "accuracy": correct / count}

@@ -222,10 +222,12 @@ class Sequential(Module):
         return x
 
     def __getitem__(self, index):
-        modules = list(self._modules.values())
-        if isinstance(index, slice):
-            return Sequential(*modules[index])
-        return modules[index]
+        if isinstance(index, slice):                   # keeps the names, as PyTorch does: seq[2:] has "2", "3", ...
+            part = Sequential()
+            for name in list(self._modules)[index]:
+                setattr(part, name, self._modules[name])
+            return part
+        return list(self._modules.values())[index]
 
     def __len__(self):
         return len(self._modules)

@@ -7,6 +7,7 @@ model and the same PyTorch model exchange weights one to one.
 """
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
 
 import numpy as np
@@ -46,8 +47,11 @@ class Module:
         if name in self._buffers and not isinstance(value, (Parameter, Module)):
             object.__setattr__(self, name, value)       # updating a buffer keeps it registered
             return
+        if name in self._parameters and value is not None and not isinstance(value, Parameter):
+            raise TypeError(f"cannot assign {type(value).__name__} as parameter {name!r} of "
+                            f"{type(self).__name__} (a Parameter or None expected); wrap it: nn.Parameter(...)")
         for table, kind in ((self._modules, Module), (self._parameters, Parameter)):
-            if name in table and isinstance(value, kind):
+            if name in table and (isinstance(value, kind) or (kind is Parameter and value is None)):
                 table[name] = value                     # replacing keeps its place (Sequential's order)
                 object.__setattr__(self, name, value)
                 return
@@ -64,10 +68,18 @@ class Module:
             table.pop(name, None)
         object.__delattr__(self, name)
 
-    def register_buffer(self, name: str, array: np.ndarray | None) -> None:
-        """A state array that is saved in the state dict but not trained (e.g. BatchNorm running mean)."""
+    def register_buffer(self, name: str, array: np.ndarray | None, constant: bool = False) -> None:
+        """A state array that is saved in the state dict but not trained (e.g. BatchNorm running mean).
+
+        constant=True: the array describes how the module was configured (e.g. a quantizer's bit-width);
+        load_state_dict checks that the saved value equals it instead of overwriting it.
+        """
         object.__setattr__(self, name, array)
-        self._buffers[name] = True
+        self._buffers[name] = "constant" if constant else True
+
+    def _state_loaded(self) -> None:
+        """Called after load_state_dict copied arrays into this module (modules that mirror their buffers
+        elsewhere, e.g. into an observer, refresh that copy here)."""
 
     def register_parameter(self, name: str, param: Parameter | None) -> None:
         if param is None:
@@ -102,12 +114,16 @@ class Module:
             yield module
 
     def named_parameters(self, prefix: str = ""):
+        """(name, Parameter) pairs, each Parameter once: a tied weight (b.weight = a.weight) under its first name."""
+        seen = set()
         for module_name, module in self.named_modules(prefix):
             for name, param in module._parameters.items():
-                if param is not None:
+                if param is not None and id(param) not in seen:
+                    seen.add(id(param))
                     yield (f"{module_name}.{name}" if module_name else name), param
 
     def parameters(self):
+        """Every Parameter once (tied weights are not repeated, so an optimizer steps them once)."""
         for _, param in self.named_parameters():
             yield param
 
@@ -132,6 +148,26 @@ class Module:
 
     def eval(self):
         return self.train(False)
+
+    def set_state_updates(self, enabled: bool) -> bool:
+        """Hook for modules whose forward changes their own state even in eval mode (observers): turn that
+        on or off and return the previous setting. Plain modules have none (returns False)."""
+        return False
+
+    @contextlib.contextmanager
+    def evaluating(self):
+        """Inside: every module in eval mode and no state updates (observers paused). On exit each module
+        gets back its own mode (a frozen BatchNorm stays frozen) and its own state-update setting."""
+        modules = list(self.modules())
+        modes = [m.training for m in modules]
+        updates = [m.set_state_updates(False) for m in modules]
+        self.eval()
+        try:
+            yield self
+        finally:
+            for module, mode, update in zip(modules, modes, updates):
+                object.__setattr__(module, "training", mode)
+                module.set_state_updates(update)
 
     def zero_grad(self) -> None:
         for param in self.parameters():
@@ -177,13 +213,19 @@ class Module:
             if key not in state:
                 continue
             value = np.asarray(state[key])
-            if value.shape != current.shape:
+            if name in module._buffers and module._buffers[name] == "constant" and \
+                    (value.shape != current.shape or not np.array_equal(value, current)):
+                problems.append(f"{key} is fixed by how the model was configured: expected {current.tolist()}, "
+                                f"got {value.tolist()} (the state comes from a model prepared with another "
+                                f"configuration{module._describe_constant(name, value)})")
+            elif value.shape != current.shape:
                 problems.append(f"{key}: expected shape {current.shape}, got {value.shape}")
             elif value.dtype != current.dtype:
                 problems.append(f"{key}: expected dtype {current.dtype}, got {value.dtype} "
                                 f"(convert the array or the model explicitly)")
         if problems:
             raise ValueError(f"load_state_dict into {type(self).__name__}: " + "; ".join(problems))
+        loaded = {}
         for key, (module, name, current) in targets.items():
             if key in state:
                 value = np.array(state[key], dtype=current.dtype, copy=True)
@@ -191,6 +233,13 @@ class Module:
                     module._parameters[name].data = value
                 else:
                     object.__setattr__(module, name, value)
+                loaded[id(module)] = module
+        for module in loaded.values():
+            module._state_loaded()
+
+    def _describe_constant(self, name: str, value: np.ndarray) -> str:
+        """Extra words for a constant-buffer mismatch (a quantizer spells out its configuration)."""
+        return ""
 
     # ---- printing --------------------------------------------------------------
     def extra_repr(self) -> str:

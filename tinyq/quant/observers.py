@@ -3,6 +3,8 @@
 One interface for all of them:
     observer.observe(x)          accumulate statistics of x; returns x unchanged (also `observer(x)`)
     observer.calculate_qparams() QParams for everything observed so far
+    observer.state()             what it has seen, as named fixed-shape arrays (a quantizer module keeps
+    observer.load_state(arrays)  them as buffers, so state_dict saves them); load_state puts them back
 
     minmax          MinMaxObserver: lo, hi = running min and max (per-tensor, or per-channel with axis=)
     moving_average  MovingAverageMinMaxObserver: lo ← lo + c·(min(x) − lo), c = 0.01 as PyTorch
@@ -11,7 +13,8 @@ One interface for all of them:
     entropy         EntropyObserver: symmetric threshold T minimizing KL(P ‖ Q) (TensorRT calibration)
 
 The last three keep a fixed-size histogram (2048 bins by default), so memory does not
-grow with the number of batches; they are per-tensor only.
+grow with the number of batches; they are per-tensor only (`per_tensor_only = True`):
+`make_observer(name, axis=...)` gives one of them per channel (PerChannelObservers).
 """
 from __future__ import annotations
 
@@ -23,11 +26,13 @@ from tinyq.formats.affine import FLOAT32_EPS, QParams, calculate_qparams, fake_q
 
 __all__ = ["Observer", "MinMaxObserver", "PerChannelMinMaxObserver", "MovingAverageMinMaxObserver",
            "MovingAveragePerChannelMinMaxObserver", "PercentileObserver", "MSEObserver", "EntropyObserver",
-           "Histogram", "OBSERVERS", "make_observer"]
+           "Histogram", "PerChannelObservers", "OBSERVERS", "make_observer"]
 
 
 class Observer:
     """Base class: subclasses implement observe(x) and set min_val/max_val or override _clip_range()."""
+
+    per_tensor_only = False      # True: one range per tensor only (make_observer builds PerChannelObservers)
 
     def __init__(self, bits: int = 8, symmetric: bool = False, signed: bool | None = None,
                  axis: int | None = None, narrow_range: bool = False, eps: float = FLOAT32_EPS):
@@ -76,6 +81,24 @@ class Observer:
         if not np.isfinite(array).all():
             raise ValueError(f"{name}.observe expects finite values, got NaN or inf")
         return array
+
+    def state(self, num_channels: int | None = None) -> dict:
+        """{"min_val", "max_val"} as float32 arrays, +inf / -inf before any data; shape () per tensor,
+        (num_channels,) per channel."""
+        shape = () if self.axis is None else (int(num_channels),)
+        if self.min_val is None:
+            return {"min_val": np.full(shape, np.inf, np.float32), "max_val": np.full(shape, -np.inf, np.float32)}
+        return {"min_val": np.asarray(self.min_val, np.float32).reshape(shape),
+                "max_val": np.asarray(self.max_val, np.float32).reshape(shape)}
+
+    def load_state(self, state: dict) -> None:
+        """Put back what state() returned (no data if the range is empty)."""
+        lo, hi = np.asarray(state["min_val"], np.float32), np.asarray(state["max_val"], np.float32)
+        if not np.all(lo <= hi):
+            self.reset()
+            return
+        self.min_val, self.max_val = (lo[()], hi[()]) if lo.ndim == 0 else (lo.copy(), hi.copy())
+        self._channel_axis = self.axis
 
     def _clip_range(self) -> tuple[np.ndarray, np.ndarray]:
         """The [lo, hi] handed to calculate_qparams; min-max by default."""
@@ -248,6 +271,8 @@ class Histogram:
 class _HistogramObserver(Observer):
     """Per-tensor observer that keeps a Histogram of x (bounded memory) and its min/max."""
 
+    per_tensor_only = True
+
     def __init__(self, bins: int = 2048, **kwargs):
         super().__init__(**kwargs)
         if self.axis is not None:
@@ -266,6 +291,24 @@ class _HistogramObserver(Observer):
         self.histogram.update(batch)
         self.min_val, self.max_val = np.float32(self.histogram.lo), np.float32(self.histogram.hi)
         return x
+
+    def state(self, num_channels: int | None = None) -> dict:
+        """min/max plus the histogram: counts (bins,) and its range [lo, hi] (NaN before any data)."""
+        state = super().state(num_channels)
+        if self.histogram.counts is None:
+            state.update(histogram=np.zeros(self.histogram.bins), histogram_range=np.full(2, np.nan))
+        else:
+            state.update(histogram=self.histogram.counts.copy(),
+                         histogram_range=np.array([self.histogram.lo, self.histogram.hi]))
+        return state
+
+    def load_state(self, state: dict) -> None:
+        super().load_state(state)
+        lo, hi = (float(v) for v in np.asarray(state["histogram_range"], np.float64))
+        self.histogram = Histogram(self.histogram.bins)
+        if np.isfinite(lo) and np.isfinite(hi):
+            self.histogram.lo, self.histogram.hi = lo, hi
+            self.histogram.counts = np.array(state["histogram"], np.float64).reshape(self.histogram.bins)
 
 
 class PercentileObserver(_HistogramObserver):
@@ -342,17 +385,23 @@ def _kl_divergence_of_clipping(counts: np.ndarray, kept_bins: int, levels: int) 
     return float(np.sum(p[support] * np.log(p[support] / q[support])))
 
 
-def _without_exact_zeros(abs_counts: np.ndarray, zeros: int) -> np.ndarray:
-    """abs_counts less `zeros` units of mass taken from the lowest bins (where re-binning may have spread them)."""
-    counts = np.array(abs_counts, dtype=np.float64, copy=True)
-    remaining = float(zeros)
-    for i in range(counts.size):
+def _take_mass(counts: np.ndarray, index: int, amount: float) -> np.ndarray:
+    """counts less `amount` units of mass taken from bin `index` and, if it holds less, from its nearest
+    neighbours outward (re-binning may have spread one value over adjacent bins)."""
+    counts = np.array(counts, dtype=np.float64, copy=True)
+    remaining = float(amount)
+    order = sorted(range(counts.size), key=lambda i: (abs(i - index), i))
+    for i in order:
         if remaining <= 0:
             break
         taken = min(counts[i], remaining)
         counts[i] -= taken
         remaining -= taken
     return counts
+
+
+SPIKE_SHARE = 0.05   # a histogram bin holding more than this share of the mass is a spike (a smooth
+                     # distribution spreads over 2048 bins; one repeated value, e.g. a background pixel, does not)
 
 
 class EntropyObserver(_HistogramObserver):
@@ -364,12 +413,15 @@ class EntropyObserver(_HistogramObserver):
     bin i−1, Q quantizes the first i bins (without outliers) into L levels and expands them back;
     the chosen threshold is the right edge of bin i, T = i·amax/bins.
 
-    Values that are exactly 0 are left out of the search: zero is exactly representable under
-    every candidate threshold, so it costs nothing, but after a ReLU (or on image borders) it is
-    a spike holding half the mass that would dominate every KL score and pull the threshold far
-    too low. (NVIDIA's pytorch-quantization copies bin 1's count into bin 0 instead; that fails
-    on data with gaps, e.g. pixels k/16, where bin 1 is empty.) Candidates never clip more than
-    half of the remaining mass, and among equally good candidates the widest range wins.
+    Spikes are left out of the search, wherever they sit. A spike is one value repeated so often
+    that a single bin holds more than SPIKE_SHARE of the mass: exact zeros after a ReLU, or the
+    background pixel of standardized images, (0 − 0.1307)/0.3081 = −0.424 on MNIST. It would
+    dominate every KL score and pull the threshold onto itself, clipping everything brighter.
+    So its mass is removed from the |x| histogram and the threshold must keep it inside the
+    range (T ≥ |spike|); exact zeros are removed even when fewer (zero is on every grid, so they
+    cost nothing). (NVIDIA's pytorch-quantization copies bin 1's count into bin 0 instead, which
+    handles a spike at 0 only and fails on data with gaps, e.g. pixels k/16.) Candidates never
+    clip more than half of the remaining mass, and among equally good candidates the widest wins.
     """
 
     def __init__(self, bins: int = 2048, **kwargs):
@@ -386,6 +438,25 @@ class EntropyObserver(_HistogramObserver):
             self.zero_count += int(np.count_nonzero(batch == 0))
         return super().observe(x)
 
+    def state(self, num_channels: int | None = None) -> dict:
+        return {**super().state(num_channels), "zero_count": np.array(self.zero_count, dtype=np.int64)}
+
+    def load_state(self, state: dict) -> None:
+        super().load_state(state)
+        self.zero_count = int(state["zero_count"])
+
+    def _spikes(self) -> list:
+        """(position, mass) of every bin holding more than SPIKE_SHARE of the (nonzero) mass, at the bin centre."""
+        histogram = self.histogram
+        counts = histogram.counts
+        if self.zero_count and histogram.lo <= 0 <= histogram.hi:
+            counts = _take_mass(counts, int(histogram._bin_index(np.array([0.0]))[0]), self.zero_count)
+        total = counts.sum()
+        if total <= 0:
+            return []
+        edges = histogram.edges
+        return [((edges[i] + edges[i + 1]) / 2, counts[i]) for i in np.flatnonzero(counts > SPIKE_SHARE * total)]
+
     def _levels(self) -> int:
         one_sided = self.min_val >= 0 or self.max_val <= 0
         qmin, qmax = integer_range(self.bits, self.signed, self.narrow_range)
@@ -394,21 +465,89 @@ class EntropyObserver(_HistogramObserver):
 
     def _clip_range(self):
         abs_counts, amax = self.histogram.abs_histogram()
-        abs_counts = _without_exact_zeros(abs_counts, self.zero_count)
         levels, bins = self._levels(), self.histogram.bins
-        if amax == 0 or levels >= bins:
+        abs_counts = _take_mass(abs_counts, 0, self.zero_count)
+        lowest = 0                                          # the threshold keeps every spike inside the range
+        for position, mass in ([] if amax == 0 else self._spikes()):
+            index = min(int(abs(position) / amax * bins), bins - 1)
+            abs_counts = _take_mass(abs_counts, index, mass)
+            lowest = max(lowest, index + 1)
+        if amax == 0 or levels >= bins or abs_counts.sum() <= 0:
             self.threshold = amax
         else:
             # the KL score cannot see clipping error (outliers are folded into the last kept bin), so a
             # candidate that keeps one spike of discrete data (pixels k/16) scores a perfect 0: never clip
             # more than half of the (nonzero) mass, and let ties go to the widest range
             cumulative = np.cumsum(abs_counts)
-            first = max(levels, int(np.searchsorted(cumulative, 0.5 * cumulative[-1])) + 1)
+            first = max(levels, lowest, int(np.searchsorted(cumulative, 0.5 * cumulative[-1])) + 1)
             candidates = np.arange(first, bins + 1)
             divergences = np.array([_kl_divergence_of_clipping(abs_counts, i, levels) for i in candidates])
             best = np.flatnonzero(divergences <= divergences.min() + 1e-12)[-1]
             self.threshold = int(candidates[best]) * amax / bins
         return max(self.min_val, np.float32(-self.threshold)), min(self.max_val, np.float32(self.threshold))
+
+
+class PerChannelObservers:
+    """One per-tensor-only observer (e.g. MSE, entropy) for each slice along `axis`; their QParams stacked
+    per channel. num_channels, when known, creates them at once (so state() has its shape before any data)."""
+
+    def __init__(self, name: str, axis: int, bits: int = 8, symmetric: bool = False, signed: bool | None = None,
+                 narrow_range: bool = False, num_channels: int | None = None, **kwargs):
+        self.options = dict(bits=bits, symmetric=symmetric, signed=signed, narrow_range=narrow_range, **kwargs)
+        _observer_class(name)(**self.options)                  # checks the options once
+        self.name, self.axis, self.num_channels = name, axis, num_channels
+        self.bits, self.narrow_range = bits, narrow_range
+        self.signed = symmetric if signed is None else signed
+        self.reset()
+
+    def reset(self) -> None:
+        self._channel_axis = None
+        self.observers = None if self.num_channels is None else \
+            [_observer_class(self.name)(**self.options) for _ in range(self.num_channels)]
+
+    @property
+    def has_data(self) -> bool:
+        return self.observers is not None and all(o.has_data for o in self.observers)
+
+    def observe(self, x: np.ndarray) -> np.ndarray:
+        array = np.asarray(x)
+        if not -array.ndim <= self.axis < array.ndim:
+            raise ValueError(f"per-channel {self.name} observer: axis={self.axis} is out of range for input of "
+                             f"shape {array.shape}")
+        self._channel_axis = self.axis % array.ndim
+        rows = np.moveaxis(array, self._channel_axis, 0)
+        if self.observers is None:
+            self.observers = [_observer_class(self.name)(**self.options) for _ in rows]
+        elif len(rows) != len(self.observers):
+            raise ValueError(f"per-channel {self.name} observer expects {len(self.observers)} channels along axis "
+                             f"{self.axis}, got shape {array.shape}")
+        for observer, row in zip(self.observers, rows):
+            observer.observe(row)
+        return x
+
+    __call__ = observe
+
+    def state(self, num_channels: int | None = None) -> dict:
+        """Each per-channel observer's state, stacked along a leading channel axis."""
+        if self.observers is None:
+            self.observers = [_observer_class(self.name)(**self.options) for _ in range(int(num_channels))]
+        states = [o.state() for o in self.observers]
+        return {key: np.stack([st[key] for st in states]) for key in states[0]}
+
+    def load_state(self, state: dict) -> None:
+        self.observers = [_observer_class(self.name)(**self.options) for _ in range(len(state["min_val"]))]
+        for i, observer in enumerate(self.observers):
+            observer.load_state({key: value[i] for key, value in state.items()})
+        self._channel_axis = self.axis
+
+    def calculate_qparams(self) -> QParams:
+        if not self.has_data:
+            raise RuntimeError(f"per-channel {self.name} observer has observed no data; "
+                               "call observe(x) before calculate_qparams()")
+        per_slice = [o.calculate_qparams() for o in self.observers]
+        return QParams(np.array([q.scale for q in per_slice], dtype=np.float32),
+                       np.array([q.zero_point for q in per_slice], dtype=np.int64),
+                       self.bits, self.signed, self._channel_axis, self.narrow_range)
 
 
 OBSERVERS = {
@@ -420,8 +559,16 @@ OBSERVERS = {
 }
 
 
-def make_observer(name: str, **kwargs) -> Observer:
-    """OBSERVERS[name](**kwargs), e.g. make_observer("minmax", bits=4, symmetric=True, axis=0)."""
+def _observer_class(name: str) -> type:
     if name not in OBSERVERS:
         raise ValueError(f"unknown observer {name!r}; known observers: {', '.join(sorted(OBSERVERS))}")
-    return OBSERVERS[name](**kwargs)
+    return OBSERVERS[name]
+
+
+def make_observer(name: str, axis: int | None = None, num_channels: int | None = None, **kwargs):
+    """OBSERVERS[name](axis=axis, **kwargs), e.g. make_observer("minmax", bits=4, symmetric=True, axis=0);
+    for an observer that is per-tensor only, a PerChannelObservers of it when an axis is given."""
+    cls = _observer_class(name)
+    if axis is not None and cls.per_tensor_only:
+        return PerChannelObservers(name, axis, num_channels=num_channels, **kwargs)
+    return cls(axis=axis, **kwargs)

@@ -21,8 +21,9 @@ import numpy as np
 from tinyq import functional as F
 from tinyq.nn import Conv2d, Linear, Module, Parameter
 from tinyq.quant.config import QConfig, QuantConfig, QuantSpec
-from tinyq.quant.fake_quant import FakeQuantize, LSQQuantizer, PACTQuantizer
+from tinyq.quant.fold import fold_batchnorm
 from tinyq.quant.qtensor import QTensor
+from tinyq.quant.quantizers import FakeQuantize, LSQQuantizer, PACTQuantizer
 
 __all__ = ["QuantLinear", "QuantConv2d", "QUANTIZERS", "make_quantizer", "quantize_layers", "prepare_qat",
            "convert", "quantized_weights", "model_size_bytes", "regularization_loss", "set_observers",
@@ -42,19 +43,25 @@ def make_quantizer(spec: QuantSpec, role: str, weight: np.ndarray | None = None,
     if role not in TENSOR_ROLES:
         raise ValueError(f"make_quantizer expects role in {TENSOR_ROLES}, got {role!r}")
     axis = spec.axis if spec.per_channel else None
+    channels = None
+    if axis is not None and weight is not None and role == "weight":
+        if not -weight.ndim <= axis < weight.ndim:
+            raise ValueError(f"per-channel axis={axis} is out of range for a weight of shape {weight.shape}")
+        channels = weight.shape[axis]
     if observe_only or spec.fake_quant == "ste":
         quantizer = FakeQuantize(spec.observer, bits=spec.bits, symmetric=spec.symmetric, signed=spec.is_signed,
                                  axis=axis, narrow_range=spec.narrow_range, reset_each_call=role == "weight",
-                                 **spec.observer_kwargs)
+                                 num_channels=channels, **spec.observer_kwargs)
         return quantizer.enable_fake_quant(not observe_only)
     if spec.fake_quant == "lsq":
+        learn_zero_point = not spec.symmetric           # an asymmetric grid: LSQ+ learns its zero point too
         if role == "weight":
-            channels = None if axis is None else weight.shape[axis]
             return LSQQuantizer(spec.bits, spec.is_signed, spec.narrow_range, axis=axis, num_channels=channels,
-                                activation=False).init_from(weight)
+                                activation=False, learn_zero_point=learn_zero_point).init_from(weight)
         if axis is not None:
             raise ValueError("LSQ for activations is per-tensor here; set per_channel=False in the input spec")
-        return LSQQuantizer(spec.bits, spec.is_signed, spec.narrow_range, activation=True)
+        return LSQQuantizer(spec.bits, spec.is_signed, spec.narrow_range, activation=True,
+                            learn_zero_point=learn_zero_point)
     if role == "weight":
         raise ValueError("pact quantizes activations, not weights")
     return PACTQuantizer(spec.bits, alpha_l2=pact_alpha_l2)
@@ -164,8 +171,6 @@ def quantize_layers(model: Module, config: QuantConfig, observe_only: bool = Fal
 def prepare_qat(model: Module, config: QuantConfig | None = None, fold_bn: bool = True,
                 pact_alpha_l2: float = 0.0) -> Module:
     """A new model whose Linear/Conv2d fake-quantize as configured (BatchNorm folded first), in train mode."""
-    from tinyq.quant.ptq import fold_batchnorm
-
     config = QuantConfig() if config is None else config
     source = fold_batchnorm(model) if fold_bn else model
     return quantize_layers(source, config, observe_only=False, pact_alpha_l2=pact_alpha_l2).train()
@@ -176,10 +181,12 @@ def _layers(model: Module):
 
 
 def convert(model: Module) -> Module:
-    """A copy with every quantizer frozen to its current QParams: the quantized-simulation model (eval mode).
+    """A copy with every quantizer frozen: the quantized-simulation model (eval mode).
 
-    Weight ranges are taken from the final weights; input/output ranges from what the observers
-    saw (PTQ calibration or QAT), or from the learned LSQ step / PACT clip.
+    Observer-driven quantizers freeze their QParams into their scale/zero_point buffers (weight
+    ranges from the final weights; input/output ranges from what the observers saw); LSQ and PACT
+    keep their learned step / zero point / clip. The modules and their state-dict keys stay the
+    same, so a converted model's state loads into a freshly prepared model of the same configuration.
     """
     model = copy.deepcopy(model)
     for name, layer in _layers(model):
@@ -187,16 +194,18 @@ def convert(model: Module) -> Module:
             quantizer = getattr(layer, f"{role}_quant")
             if quantizer is None:
                 continue
-            if role == "weight" and isinstance(quantizer, FakeQuantize) and quantizer.observer is not None:
-                quantizer.observer.reset()
-                quantizer.observer.observe(layer.weight.data)
-                quantizer._qparams = None
             try:
-                qparams = quantizer.qparams
+                if isinstance(quantizer, FakeQuantize):
+                    if role == "weight" and quantizer.observer is not None:
+                        quantizer.enable_observer(True)
+                        quantizer.observer.reset()
+                        quantizer(layer.weight.detach())     # observe the final weights
+                    quantizer.freeze()
+                else:
+                    quantizer.qparams                        # noqa: B018  (raises if never initialised)
             except RuntimeError as error:
                 raise RuntimeError(f"layer {name!r}: the {role} quantizer has no range yet ({error}); run "
                                    "calibrate(model, loader) or a training step before convert()") from None
-            setattr(layer, f"{role}_quant", FakeQuantize.from_qparams(qparams))
     return model.eval()
 
 
@@ -245,7 +254,7 @@ def model_size_bytes(model: Module, config: QuantConfig | None = None) -> int:
 
     A Quant* layer counts by its own QConfig; a plain Linear/Conv2d by `config` (float32 if None).
     """
-    total = 0
+    total, seen = 0, set()
     for name, module in model.named_modules():
         if isinstance(module, QUANTIZERS):
             continue                                    # counted with their layer
@@ -262,7 +271,8 @@ def model_size_bytes(model: Module, config: QuantConfig | None = None) -> int:
             total += 0 if module.bias is None else 32 * module.bias.size
             total += activations * (32 + 32)
         else:
-            total += sum(32 * p.size for p in module._parameters.values() if p is not None)
+            total += sum(32 * p.size for p in module._parameters.values() if p is not None and id(p) not in seen)
+            seen.update(id(p) for p in module._parameters.values() if p is not None)   # a tied weight counts once
         total += sum(32 * np.size(getattr(module, b)) for b in module._buffers
                      if getattr(module, b) is not None and np.asarray(getattr(module, b)).dtype.kind == "f")
     return math.ceil(total / 8)

@@ -12,7 +12,8 @@ PyTorch, timings interleaved (see common.compare) and reported as medians:
       linear, activation, loss, optimizer, graph = the rest), for tinyq and for torch;
   (d) in a fresh subprocess per engine and model: minor page faults per steady-state step
       (resource.getrusage) and the peak resident memory a step adds (VmHWM - VmRSS before
-      the step), for tinyq with and without the malloc tuning of tinyq/allocator.py, and torch.
+      the step), for tinyq with and without the malloc tuning of tinyq/allocator.py (and, at batch
+      256, with Conv2d keeping its patch matrices: convolution.RECOMPUTE_PATCHES = False), and torch.
 Prints tables and writes benchmarks/results/bench_engine.json atomically. --quick (CI) runs
 batch 64 (MLP 128) for (b) and (c), and LeNet-5 at batch 256 for (d).
 """
@@ -38,6 +39,9 @@ def parse_args(argv=None):
                         help="threads for BLAS/OpenMP/numba/torch (default: all available CPUs)")
     parser.add_argument("--out", default=os.path.join(common.RESULTS_DIR, "bench_engine.json"))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--clock", choices=sorted(common.CLOCKS), default="wall",
+                        help="wall time, or this process's CPU time (steadier on a shared machine; use with "
+                             "--threads 1)")
     parser.add_argument("--probe", default=None, help=argparse.SUPPRESS)   # MODEL:BATCH:ENGINE, used by (d)
     return parser.parse_args(argv)
 
@@ -148,6 +152,17 @@ def make_steps(name, batch, seed, engines=("tinyq", "torch")):
     return steps, model, images, labels
 
 
+def keeping_patches(step):
+    """step, run with convolution.RECOMPUTE_PATCHES = False (Conv2d keeps every patch matrix for backward)."""
+    def step_keeping_patches():
+        convolution.RECOMPUTE_PATCHES = False
+        try:
+            step()
+        finally:
+            convolution.RECOMPUTE_PATCHES = True
+    return step_keeping_patches
+
+
 def ratio_row(name, times, baseline, target):
     ours, theirs = times["tinyq"]["median_s"], times[baseline]["median_s"]
     return {"benchmark": name, "baseline": baseline, "tinyq_s": ours, "baseline_s": theirs,
@@ -183,7 +198,7 @@ def run_probe(spec, args, tuned=True) -> dict:
     env = dict(os.environ, TINYQ_MALLOC_TUNING="1" if tuned else "0")
     command = [sys.executable, os.path.abspath(__file__), "--probe", spec, "--threads", str(args.threads),
                "--seed", str(args.seed)]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, check=False)
     if done.returncode:
         raise RuntimeError(f"probe {spec} failed:\n{done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -196,12 +211,12 @@ def run(args) -> dict:
         common.pin_torch_threads(torch, args.threads)
         torch.manual_seed(args.seed)
     quick = args.quick
-    result = {"benchmark": "bench_engine", "quick": quick, "malloc_tuned": allocator.applied,
+    result = {"benchmark": "bench_engine", "quick": quick, "clock": args.clock, "malloc_tuned": allocator.applied,
               "targets": TARGETS, "rows": [], "breakdown": {}, "memory": []}
 
     number, repeat = (200, 3) if quick else (3000, 15)                       # (a)
     for name, candidates in op_candidates(rng).items():
-        times = common.compare(candidates, number=number, repeat=repeat, warmup=100)
+        times = common.compare(candidates, number=number, repeat=repeat, warmup=100, clock=common.CLOCKS[args.clock])
         baseline = "torch" if "torch" in candidates else "numpy"
         result["rows"].append(ratio_row(f"op {name}", times, baseline, TARGETS["op"]))
 
@@ -210,12 +225,17 @@ def run(args) -> dict:
     for name, batches in sizes.items():                                      # (b)
         for batch in batches:
             steps, *_ = make_steps(name, batch, args.seed)
+            if name != "mlp" and not quick:                                   # the same step, patches kept
+                steps["tinyq_keep_patches"] = keeping_patches(steps["tinyq"])
             repeat = 5 if quick else 11
             number = max(1, (1 if quick else 4) * 64 // batch) * (5 if name == "mlp" else 1)
-            times = common.compare(steps, number=number, repeat=repeat, warmup=3)
+            times = common.compare(steps, number=number, repeat=repeat, warmup=3, clock=common.CLOCKS[args.clock])
             label = f"{name} step, batch {batch}"
             if torch is not None:
                 result["rows"].append(ratio_row(label, times, "torch", TARGETS[name]))
+                if "tinyq_keep_patches" in times:
+                    times_keep = dict(times, tinyq=times["tinyq_keep_patches"])
+                    result["rows"].append(ratio_row(label + " (RECOMPUTE_PATCHES=False)", times_keep, "torch", None))
             else:
                 result["rows"].append({"benchmark": label, "baseline": None, "tinyq_s": times["tinyq"]["median_s"]})
 
@@ -231,6 +251,8 @@ def run(args) -> dict:
     for spec in specs:                                                       # (d)
         row = {"config": spec, "tinyq": run_probe(spec + ":tinyq", args),
                "tinyq_untuned": run_probe(spec + ":tinyq", args, tuned=False)}
+        if spec.startswith(("lenet5", "convnet")) and spec.endswith(":256"):
+            row["tinyq_keep_patches"] = run_probe(spec + ":tinyq-keep-patches", args)
         if torch is not None:
             row["torch"] = run_probe(spec + ":torch", args)
         result["memory"].append(row)
@@ -244,7 +266,7 @@ def print_report(result: dict) -> None:
     print(f"CPU: {machine['cpu_model']}  ISA: {' '.join(machine['isa_flags'])}")
     print(f"threads: {machine['threads']} (of {machine['available_cpus']} available)  numpy {machine['numpy']} "
           f"({machine['numpy_blas']})  numba {machine['numba']}  torch {machine['torch']}  "
-          f"malloc tuning: {'on' if result['malloc_tuned'] else 'off'}"
+          f"malloc tuning: {'on' if result['malloc_tuned'] else 'off'}  clock: {result['clock']}"
           + ("  [NUMBA_DISABLE_JIT]" if machine["numba_jit_disabled"] else ""))
     load = machine.get("load_average_1_5_15min")
     if load is not None:
@@ -258,7 +280,7 @@ def print_report(result: dict) -> None:
             "benchmark": row["benchmark"], "tinyq": f"{row['tinyq_s'] * scale:.2f} {unit}",
             "baseline": (f"{row['baseline']} {row['baseline_s'] * scale:.2f} {unit}" if row.get("baseline") else "-"),
             "ratio": f"{row['ratio']:.2f}x" if "ratio" in row else "-",
-            "target": f"<= {row['target']}x" if row.get("baseline") == "torch" else "-",
+            "target": f"<= {row['target']}x" if row.get("target") is not None else "-",
             "holds": {True: "yes", False: "NO", None: "-"}[row.get("holds")]})
     print(common.format_table(table, [(k, k) for k in ("benchmark", "tinyq", "baseline", "ratio", "target", "holds")]))
     for label, parts in result["breakdown"].items():
@@ -268,7 +290,7 @@ def print_report(result: dict) -> None:
     table = []
     for row in result["memory"]:
         cell = {"config": row["config"]}
-        for engine in ("tinyq", "tinyq_untuned", "torch"):
+        for engine in ("tinyq", "tinyq_untuned", "tinyq_keep_patches", "torch"):
             if engine in row:
                 probe_result = row[engine]
                 peak = probe_result["step_peak_mib"]
@@ -278,7 +300,8 @@ def print_report(result: dict) -> None:
             cell["memory ratio"] = f"{row['tinyq']['step_peak_mib'] / row['torch']['step_peak_mib']:.2f}x"
         table.append(cell)
     print(common.format_table(table, [("config", "model:batch"), ("tinyq", "tinyq"),
-                                      ("tinyq_untuned", "tinyq TINYQ_MALLOC_TUNING=0"), ("torch", "torch"),
+                                      ("tinyq_untuned", "tinyq TINYQ_MALLOC_TUNING=0"),
+                                      ("tinyq_keep_patches", "tinyq RECOMPUTE_PATCHES=False"), ("torch", "torch"),
                                       ("memory ratio", "peak tinyq/torch")]))
 
 

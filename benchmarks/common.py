@@ -131,20 +131,25 @@ def minor_faults() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
-def time_per_call(fn, number: int) -> float:
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}   # cpu: this process's CPU time (all threads)
+
+
+def time_per_call(fn, number: int, clock=time.perf_counter) -> float:
     """Seconds per call of fn(), averaged over `number` back-to-back calls."""
-    start = time.perf_counter()
+    start = clock()
     for _ in range(number):
         fn()
-    return (time.perf_counter() - start) / number
+    return (clock() - start) / number
 
 
-def compare(candidates: dict, number: int, repeat: int, warmup: int = 3) -> dict:
+def compare(candidates: dict, number: int, repeat: int, warmup: int = 3, clock=time.perf_counter) -> dict:
     """Median seconds per call for each named function, measured interleaved.
 
     Every candidate is warmed up first (JIT compilation, caches, allocator), then the
     repeats alternate between candidates, so a burst of machine load hits all of them
-    alike instead of biasing one. Returns {name: {"median_s", "min_s", "samples"}}.
+    alike instead of biasing one. clock=time.process_time counts only this process's CPU time: on a
+    shared machine it leaves out the time spent waiting for a core (use it with one thread).
+    Returns {name: {"median_s", "min_s", "samples"}}.
     """
     for fn in candidates.values():
         for _ in range(warmup):
@@ -152,7 +157,7 @@ def compare(candidates: dict, number: int, repeat: int, warmup: int = 3) -> dict
     samples = {name: [] for name in candidates}
     for _ in range(repeat):
         for name, fn in candidates.items():
-            samples[name].append(time_per_call(fn, number))
+            samples[name].append(time_per_call(fn, number, clock))
     return {name: {"median_s": statistics.median(s), "min_s": min(s), "samples": len(s)}
             for name, s in samples.items()}
 

@@ -9,9 +9,9 @@ of size (KH, KW), stride s, dilation d and (already applied) padding:
 
 so a convolution is one matmul of the weight matrix (O, C KH KW) with the patch
 matrix (C KH KW, N OH OW) whose columns are the patches of every image, and its
-input gradient scatters the patch gradients back (col2im). The copy into the patch
-matrix, col2im and max-pooling use the compiled loops of tinyq.kernels.im2col when
-numba can JIT, and the NumPy code here otherwise (the same numbers).
+input gradient scatters the patch gradients back (col2im). col2im and max-pooling
+use the compiled loops of tinyq.kernels.im2col when numba can JIT, and the NumPy
+code here otherwise (the same numbers).
 """
 from __future__ import annotations
 
@@ -101,14 +101,10 @@ def _col2im_patches(cols: np.ndarray, padded_shape: tuple, stride, dilation) -> 
 def _patch_matrix(xp, kernel_size, stride, dilation, groups):
     """(G, C/G*KH*KW, N*OH*OW): column (n, oh, ow) holds the patch of image n at (oh, ow).
 
-    The reshape of the (C, KH, KW, N, OH, OW) view is the one copy of im2col (numba's loops make
-    the same copy about twice as fast)."""
-    if USE_NUMBA and xp.dtype in _JIT_DTYPES:
-        cols = kernels_im2col.im2col(xp, kernel_size, stride, dilation)
-    else:
-        cols = im2col(xp, kernel_size, stride, dilation).transpose(1, 4, 5, 0, 2, 3)   # view, then copy below
-    c, kh, kw, n, oh, ow = cols.shape
-    return cols.reshape(groups, c // groups * kh * kw, n * oh * ow)
+    im2col's view, transposed to (C, KH, KW, N, OH, OW); the reshape copies it: the one copy of im2col."""
+    windows = im2col(xp, kernel_size, stride, dilation)                 # (N, C, OH, OW, KH, KW) view
+    c, kh, kw, n, oh, ow = (windows.shape[i] for i in (1, 4, 5, 0, 2, 3))
+    return windows.transpose(1, 4, 5, 0, 2, 3).reshape(groups, c // groups * kh * kw, n * oh * ow)
 
 
 def _images_per_chunk(patch_bytes_per_image: int) -> int:

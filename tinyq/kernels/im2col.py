@@ -1,4 +1,4 @@
-"""Gather and scatter kernels for convolution and max-pooling: NumPy reference beside numba loops.
+"""Scatter kernels for convolution and max-pooling: NumPy reference beside numba loops.
 
 Layout NCHW; all inputs here are already padded. For a kernel offset (i, j), stride s
 and dilation d, the patch element (i, j) of output position (oh, ow) is
@@ -17,37 +17,6 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from tinyq.kernels import jit
-
-
-# ------------------------------------------------------------------ im2col
-def im2col_reference(xp: np.ndarray, kernel_size: tuple, stride: tuple, dilation: tuple) -> np.ndarray:
-    """cols[c, i, j, n, oh, ow] = x[n, c, oh*sh + i*dh, ow*sw + j*dw]  (a copy, in the GEMM's layout)."""
-    (kh, kw), (sh, sw), (dh, dw) = kernel_size, stride, dilation
-    windows = sliding_window_view(xp, (dh * (kh - 1) + 1, dw * (kw - 1) + 1), axis=(2, 3))
-    return np.ascontiguousarray(windows[:, :, ::sh, ::sw, ::dh, ::dw].transpose(1, 4, 5, 0, 2, 3))
-
-
-@jit
-def _im2col_loops(xp, sh, sw, dh, dw, cols):
-    c, kh, kw, n, oh, ow = cols.shape
-    for ch in range(c):
-        for i in range(kh):
-            for j in range(kw):
-                for b in range(n):
-                    for y in range(oh):
-                        source, target = xp[b, ch, y * sh + i * dh], cols[ch, i, j, b, y]
-                        for x in range(ow):                # a contiguous row of the output per (i, j, y)
-                            target[x] = source[x * sw + j * dw]
-
-
-def im2col(xp: np.ndarray, kernel_size: tuple, stride: tuple, dilation: tuple) -> np.ndarray:
-    """Same as im2col_reference, one pass of compiled loops (about 2x NumPy's strided copy)."""
-    (kh, kw), (sh, sw), (dh, dw) = kernel_size, stride, dilation
-    n, c, h, w = xp.shape
-    oh, ow = (h - dh * (kh - 1) - 1) // sh + 1, (w - dw * (kw - 1) - 1) // sw + 1
-    cols = np.empty((c, kh, kw, n, oh, ow), dtype=xp.dtype)
-    _im2col_loops(xp, sh, sw, dh, dw, cols)
-    return cols
 
 
 # ------------------------------------------------------------------ col2im

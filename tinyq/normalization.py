@@ -13,6 +13,13 @@ the gradient has two more terms (they are the derivative of mu and var, summed p
 In eval mu and var are the running statistics, constants: d x = gamma_c g / sqrt(var_c + eps).
 The result is the same as the composite of mean, var, sub, sqrt, div, mul and add ops
 (tests/test_normalization.py checks it, and torch), in one pass of NumPy per formula line.
+
+Under a simulated format (bf16, fp8: x, gamma, beta on the format's grid) it is one op, so by the
+rule of chapter 03 it computes in float32 and rounds once, its output y; the statistics, x_hat
+and gamma x_hat stay float32, gradients are not rounded (straight-through) and the running
+statistics stay float32 buffers. The composite rounded after every one of its ops (mean, var,
+x - mean, var + eps, sqrt, division, times gamma, plus beta: eight roundings in training; in eval
+four: x - mean, times 1/std, times gamma, plus beta).
 """
 from __future__ import annotations
 

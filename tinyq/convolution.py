@@ -36,7 +36,7 @@ _JIT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 # rebuilding them: one more im2col copy per step, for a peak memory that no longer grows with K * batch.
 # RECOMPUTE_PATCHES = False keeps every patch matrix. benchmarks/bench_engine.py shows both.
 RECOMPUTE_PATCHES = True
-PATCH_CHUNK_BYTES = 4 * 2**20
+PATCH_CHUNK_BYTES = 8 * 2**20
 
 
 def _pair(value, name) -> tuple:

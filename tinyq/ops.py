@@ -204,11 +204,13 @@ class Linear(Function):
     @staticmethod
     def backward(ctx, grad):
         x, weight = ctx.saved_tensors
+        ### BEGIN SOLUTION 2.4
         rows = grad.reshape(-1, grad.shape[-1])    # leading dims flattened: (N, out)
         grad_x = grad @ weight if needs_grad(ctx, 0) else None
         grad_w = rows.T @ x.reshape(-1, x.shape[-1]) if needs_grad(ctx, 1) else None
         grad_b = rows.sum(axis=0) if len(ctx.inputs) > 2 and needs_grad(ctx, 2) else None
         return grad_x, grad_w, grad_b
+        ### END SOLUTION
 
 
 # ------------------------------------------------------------- elementwise math
@@ -322,6 +324,37 @@ class Cast(Function):
     @staticmethod
     def backward(ctx, grad):                       # the gradient goes back in the input's dtype
         return grad.astype(ctx.in_dtype)
+
+
+class StraightThroughRound(Function):
+    """forward: y = round(x), any rounding onto a grid (the `round` option, an array function);
+    backward: dy/dx := mask(ctx, x), the straight-through estimator (Bengio et al. 2013).
+
+    Rounding has derivative 0 almost everywhere, so training passes the gradient straight
+    through it. The mask says where: None (the default) everywhere, a subclass may return a
+    0/1 array (e.g. 0 where a quantizer clamps). The gradient goes back in the input's dtype.
+    Used for number formats (tinyq.lowp.RoundToFormat) and fake quantization (FakeQuantizeSTE).
+    """
+
+    in_dtype = None
+
+    @staticmethod
+    def forward(ctx, x, *, round):  # noqa: A002 - the rounding function
+        ctx.save_for_backward(x)
+        ctx.in_dtype = x.dtype
+        return round(x)
+
+    @staticmethod
+    def mask(ctx, x):
+        """Where the gradient passes (None: everywhere)."""
+        return None
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        mask = type(ctx).mask(ctx, x)
+        grad = grad if mask is None else grad * mask
+        return grad if ctx.in_dtype is None else grad.astype(ctx.in_dtype, copy=False)
 
 
 class LogSoftmax(Function):

@@ -1,17 +1,41 @@
-"""`tinyq student` and `tinyq grade`: hand out a student copy, grade a submission."""
+"""`tinyq student` and `tinyq grade`: hand out a student copy, grade a submission with trusted checks."""
 from __future__ import annotations
 
+import argparse
+import math
 import os
 
 from tinyq.cli import arg, command
+
+
+def _seconds(text: str) -> float:
+    """argparse type: a finite number of seconds > 0 (rejects 0, negatives, NaN and infinity)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number of seconds > 0, got {text!r}")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer seed >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer seed >= 0, got {text!r}")
+    return value
 
 
 @command("student", help="write a student copy: solution regions replaced by NotImplementedError",
          args=[arg("out", help="folder to create (must be new or empty)"),
                arg("--src", default=None, help="repository to copy (default: the one tinyq is installed from)")])
 def student_command(args) -> int:
-    """Copy the repository to OUT with every solution region replaced by a NotImplementedError naming
-    the exercise and its chapter. Notebooks are copied with their outputs stripped."""
+    """Copy the repository to OUT (the files git tracks, in a git checkout) with every solution region
+    replaced by a NotImplementedError naming the exercise and its chapter. Notebooks lose their outputs.
+    The copy is built beside OUT and renamed, so an interrupted run leaves no partial OUT."""
     from tinyq.grading import load_exercises, make_student_copy, reference_root
 
     src = args.src or reference_root()
@@ -27,22 +51,31 @@ def student_command(args) -> int:
     return 0
 
 
-@command("grade", help="grade the exercises of a (student) copy with the reference tests",
+@command("grade", help="grade a (student) copy: trusted checks, run outside the graded code, decide",
          args=[arg("path", nargs="?", default=".", help="root of the copy to grade"),
                arg("--exercise", default=None, help="grade only this exercise id (and its prerequisites)"),
-               arg("--json", default="grade-report.json", dest="json_path", metavar="FILE", help="where to write the JSON report"),
-               arg("--timeout", type=float, default=60.0, help="seconds allowed per test"),
+               arg("--json", default="grade-report.json", dest="json_path", metavar="FILE",
+                   help="where to write the JSON report"),
+               arg("--timeout", type=_seconds, default=20.0,
+                   help="seconds allowed per exercise (and for importing tinyq)"),
+               arg("--seed", type=_seed, default=None,
+                   help="seed of the drawn inputs (default: a secret random one; the report records it)"),
+               arg("--rounds", type=int, default=1,
+                   help="draw this many times the cases each check asks for (a stricter, slower grade)"),
+               arg("--sandbox", choices=["auto", "bwrap", "none"], default="auto",
+                   help="run the graded code inside bubblewrap (auto: when bwrap works here)"),
                arg("--reference", default=None, metavar="REPO",
-                   help="repository whose tests and exercises.toml to use (default: the installed tinyq's)")])
+                   help="repository whose code, checks and exercises.toml are the reference "
+                        "(default: the installed tinyq's)")])
 def grade_command(args) -> int:
-    """Run the reference tests of every exercise against the tinyq at PATH; print passed / failed /
-    blocked (by a failed prerequisite) with points, write a JSON report, exit 1 unless all passed."""
+    """Draw inputs from a secret seed, run each exercise's trusted checks on the reference and on PATH
+    in isolated child processes, and compare the outputs here; print passed / failed / blocked (by a
+    failed prerequisite) with points and the first failure's input, expected and got; write a JSON
+    report; exit 1 unless all passed."""
     from tinyq.grading import format_report, grade
 
-    report = grade(args.path, args.exercise, reference=args.reference, timeout=args.timeout,
-                   json_path=args.json_path)
+    report = grade(args.path, args.exercise, reference=args.reference, timeout=args.timeout, seed=args.seed,
+                   sandbox=args.sandbox, rounds=args.rounds, json_path=args.json_path)
     print(format_report(report))
     print(f"report written to {args.json_path}")
     return 0 if report["ok"] else 1
-
-

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tinyq.formats.rounding import round_half_to_even, round_stochastic
+
 ROUNDING_MODES = ("nearest", "stochastic")
 
 
@@ -129,11 +131,13 @@ class FloatFormat:
 
     def ulp(self, x) -> np.ndarray:
         """ulp(x) = 2^(clip(floor(log2|x|), emin, emax) - m): grid spacing in x's binade (float32)."""
+        ### BEGIN SOLUTION 3.4
         magnitude = np.abs(np.asarray(x, dtype=np.float64))
         _, exponent_plus_one = np.frexp(magnitude)             # |x| = f · 2^k, f in [0.5, 1)
         exponent = np.clip(np.where(magnitude > 0, exponent_plus_one - 1, self.emin), self.emin, self.emax)
         spacing = np.ldexp(1.0, exponent - self.mantissa_bits)
         return np.where(np.isfinite(magnitude), spacing, np.nan).astype(np.float32)
+        ### END SOLUTION
 
     def __str__(self) -> str:
         return self.name
@@ -147,28 +151,6 @@ FP8_E5M2 = FloatFormat("fp8_e5m2", exponent_bits=5, mantissa_bits=2)
 FP4_E2M1 = FloatFormat("fp4_e2m1", exponent_bits=2, mantissa_bits=1, has_inf=False, has_nan=False,
                        saturating=True)
 FORMATS = {f.name: f for f in (FP32, FP16, BF16, FP8_E4M3, FP8_E5M2, FP4_E2M1)}
-
-
-# ---- rounding a scaled mantissa to an integer ----
-def _round_nearest_even(scaled: np.ndarray) -> np.ndarray:
-    """n = the integer nearest to `scaled` (>= 0, float64); a tie goes to the even integer."""
-    ### BEGIN SOLUTION 3.1
-    floor = np.floor(scaled)
-    fraction = scaled - floor                      # exact: scaled < 2^25 has few bits
-    is_odd = np.fmod(floor, 2.0) == 1.0
-    round_up = (fraction > 0.5) | ((fraction == 0.5) & is_odd)
-    return floor + round_up
-    ### END SOLUTION
-
-
-def _round_stochastic(scaled: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """n = floor(s) + 1 with probability s - floor(s), else floor(s)   (so E[n] = s)."""
-    ### BEGIN SOLUTION 3.2
-    floor = np.floor(scaled)
-    fraction = scaled - floor                      # distance above the lower neighbour, in [0, 1)
-    round_up = rng.random(np.shape(scaled)) < fraction
-    return floor + round_up
-    ### END SOLUTION
 
 
 def _as_float64(x, who: str) -> np.ndarray:
@@ -218,9 +200,9 @@ def round_to(x, fmt: FloatFormat, mode: str = "nearest", rng: np.random.Generato
     scaled = np.ldexp(magnitude, -step_exponent)                 # |x| / q, exact (power-of-two scale)
     scaled = np.where(np.isfinite(scaled), scaled, 0.0)          # inf / NaN are handled below
     if mode == "nearest":
-        steps = _round_nearest_even(scaled)
+        steps = round_half_to_even(scaled)
     else:
-        steps = _round_stochastic(scaled, rng)
+        steps = round_stochastic(scaled, rng)
     result = np.ldexp(steps, step_exponent)
 
     overflow_value = fmt.max if saturate else (np.inf if fmt.has_inf else np.nan)
@@ -274,6 +256,7 @@ def decode(sign, exponent, mantissa, fmt: FloatFormat) -> np.ndarray:
             raise ValueError(f"decode: {fmt.name} {name} field must lie in [0, {limits[name]}], "
                              f"got values in [{array.min()}, {array.max()}]")
         fields[name] = array
+    ### BEGIN SOLUTION 3.3
     s, e, mant = np.broadcast_arrays(fields["sign"], fields["exponent"], fields["mantissa"])
     m = fmt.mantissa_bits
     significand = np.where(e > 0, mant + 2 ** m, mant).astype(np.float64)   # integer steps of 2^(exp - m)
@@ -284,6 +267,7 @@ def decode(sign, exponent, mantissa, fmt: FloatFormat) -> np.ndarray:
     elif fmt.convention == "fn":
         magnitude = np.where(top & (mant == 2 ** m - 1), np.nan, magnitude)
     return np.where(s == 1, -magnitude, magnitude).astype(np.float32)
+    ### END SOLUTION
 
 
 def to_bits(x, fmt: FloatFormat) -> np.ndarray:

@@ -6,14 +6,24 @@ A region is a run of lines between a BEGIN marker line (three hashes, then
 `raise NotImplementedError("Exercise <id>: <title> — see chapters/<chapter>")`,
 at the marker's indentation. Files under tests/ are copied as they are (tests
 never hold solutions; the fixtures there hold deliberate markers), notebooks
-lose their outputs, caches and virtual environments are left out.
+lose their outputs.
+
+Which files: in a git checkout, exactly the files git tracks (`git ls-files`),
+so ignored files (a grade-report.json, runs/, caches) never reach students;
+outside git, every file except caches, virtual environments, build output, runs/
+and *.json reports at the top level. The copy is built in a temporary folder
+beside OUT and renamed to OUT at the end, so a run that is killed or fails leaves
+no partial tree.
 """
 from __future__ import annotations
 
 import ast
 import json
+import os
 import re
 import shutil
+import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -140,7 +150,21 @@ def strip_notebook(text: str, filename: str, exercises: dict[str, Exercise]) -> 
 def _skipped(relative: Path) -> bool:
     if any(part in SKIP_NAMES or part.endswith(SKIP_SUFFIXES) for part in relative.parts):
         return True
+    if len(relative.parts) == 1 and relative.suffix == ".json":      # reports such as grade-report.json
+        return True
     return any(relative == skip or skip in relative.parents for skip in SKIP_RELATIVE)
+
+
+def files_to_copy(src: Path) -> list[Path]:
+    """Relative paths of the files a student copy holds: git's tracked files in a git checkout (minus
+    deleted ones), else every file but caches, environments, build output, runs/ and top-level reports."""
+    if (src / ".git").exists() and shutil.which("git"):
+        listed = subprocess.run(["git", "-C", str(src), "ls-files", "-z", "--cached"], capture_output=True, check=False)
+        if listed.returncode == 0:
+            names = [n for n in listed.stdout.decode("utf-8", "surrogateescape").split("\0") if n]
+            return sorted(Path(n) for n in names if (src / n).is_file() and not (src / n).is_symlink())
+    return sorted(path.relative_to(src) for path in src.rglob("*")
+                  if path.is_file() and not path.is_symlink() and not _skipped(path.relative_to(src)))
 
 
 def make_student_copy(src_repo, out_dir, exercises_file=None) -> dict[str, int]:
@@ -151,15 +175,11 @@ def make_student_copy(src_repo, out_dir, exercises_file=None) -> dict[str, int]:
         raise ValueError(f"{src} does not look like a tinyq repository (no tinyq/ folder)")
     if out == src or src in out.parents:
         raise ValueError(f"the student copy {out} must be outside the source repository {src}")
-    if out.exists() and any(out.iterdir()):
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ValueError(f"{out} exists and is not empty; choose a new folder for the student copy")
     exercises = load_exercises(exercises_file if exercises_file is not None
                                else src / "tinyq" / "grading" / "exercises.toml")
-    plan: list[tuple[Path, Path]] = []  # (source, relative) — validate everything before writing
-    for path in sorted(src.rglob("*")):
-        relative = path.relative_to(src)
-        if path.is_file() and not path.is_symlink() and not _skipped(relative):
-            plan.append((path, relative))
+    plan = [(src / relative, relative) for relative in files_to_copy(src)]   # validate everything first
     outputs: dict[Path, str | None] = {}
     counts = {ex_id: 0 for ex_id in exercises}
     for path, relative in plan:
@@ -173,18 +193,27 @@ def make_student_copy(src_repo, out_dir, exercises_file=None) -> dict[str, int]:
         outputs[relative] = text
         for region in regions:
             counts[region.exercise_id] += 1
-    out.mkdir(parents=True, exist_ok=True)
-    for path, relative in plan:
-        target = out / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if outputs[relative] is None:
-            shutil.copy2(path, target)
-        else:
-            with open(target, "w", encoding="utf-8", newline="") as handle:
-                handle.write(outputs[relative])
-            shutil.copymode(path, target)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    building = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        for path, relative in plan:
+            target = building / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if outputs[relative] is None:
+                shutil.copy2(path, target)
+            else:
+                with open(target, "w", encoding="utf-8", newline="") as handle:
+                    handle.write(outputs[relative])
+                shutil.copymode(path, target)
+        os.chmod(building, 0o755)
+        if out.exists():
+            out.rmdir()                     # empty (checked above); rename needs it gone
+        os.rename(building, out)
+    except BaseException:
+        shutil.rmtree(building, ignore_errors=True)
+        raise
     return counts
 
 
-__all__ = ["EXERCISES_FILE", "MarkerError", "Region", "find_regions", "make_student_copy", "placeholder",
+__all__ = ["EXERCISES_FILE", "MarkerError", "Region", "files_to_copy", "find_regions", "make_student_copy", "placeholder",
            "strip_notebook", "strip_solutions"]

@@ -19,6 +19,9 @@ A check names two functions by "module:function":
   (the tinyq it finds is the one being graded), calls the exercise's code and returns what is compared.
   It must be deterministic given its inputs (pass any seed as an input). For a property ("gradcheck
   passes"), return the quantities behind it (the gradients).
+- A bool output is a property that correct code satisfies ("every node comes after its inputs"): the
+  reference must give True under every seed (tests/test_grading_checks.py draws 100), else the grade
+  stops with an error instead of marking correct work wrong.
 - Outputs are compared key by key in the grader: same keys, same shape, same dtype kind (b/i/u/f/c),
   NaN equals NaN, infinities equal by sign, and |got - expected| <= atol + rtol * |expected|.
   A case passes when every key matches; an exercise passes when every case of every check passes.
@@ -121,7 +124,7 @@ def split_values(values: dict, what: str) -> tuple[dict[str, np.ndarray], dict]:
     for name, value in values.items():
         if not isinstance(name, str) or not name.isidentifier():
             raise TypeError(f"{what}: keys must be identifiers, got {name!r}")
-        if isinstance(value, SCALAR_TYPES):
+        if isinstance(value, SCALAR_TYPES) and not isinstance(value, np.generic):
             scalars[name] = value
         elif isinstance(value, (np.ndarray, np.generic)):
             array = np.asarray(value)

@@ -23,7 +23,7 @@ def draw_im2col(rng):
 
 def probe_im2col(x, kernel, stride, dilation):
     from tinyq.convolution import im2col
-    pair = lambda v: (int(v[0]), int(v[1]))  # noqa: E731
+    pair = lambda v: (int(v[0]), int(v[1]))
     cols = im2col(x.copy(), pair(kernel), pair(stride), pair(dilation))
     return {"cols": np.ascontiguousarray(cols)}
 

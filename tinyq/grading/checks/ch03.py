@@ -36,7 +36,7 @@ def draw_nearest(rng):
     return {"x": x, "format": name}
 
 
-def probe_nearest(x, format):  # noqa: A002 - the format's name
+def probe_nearest(x, format):
     from tinyq.formats import floats
     return {"rounded": np.asarray(floats.round_to(x.copy(), floats.FORMATS[format], mode="nearest"))}
 
@@ -50,7 +50,7 @@ def draw_stochastic(rng):
             "seed": int(rng.integers(0, 2 ** 31)), "repeats": 4000}
 
 
-def probe_stochastic(x, lower, upper, fraction, format, seed, repeats):  # noqa: A002
+def probe_stochastic(x, lower, upper, fraction, format, seed, repeats):
     """Properties of stochastic rounding, not its random bits (a correct solution may draw differently):
     every result is one of the two neighbours, with the sign kept, and the frequency of rounding up is
     the fraction (within 0.05: more than 6 standard deviations for 4000 repeats)."""

@@ -25,8 +25,8 @@ def _range_pair(rng, bits, signed):
     while True:
         magnitude = 10.0 ** rng.uniform(-4, 2)
         lo, hi = np.sort(rng.uniform(-1.0, 1.0, size=2) * magnitude).astype(np.float32)
-        if rng.random() < 0.15:
-            lo = np.float32(0.0) if rng.random() < 0.5 else lo
+        if rng.random() < 0.1:                          # a range that starts at 0 (ReLU outputs)
+            lo, hi = np.float32(0.0), np.abs(hi)
         lo0, hi0 = min(lo, np.float32(0)), max(hi, np.float32(0))
         scale = max(np.float32(hi0 - lo0) / np.float32(qmax - qmin), np.float32(EPS))
         ratio = float(lo0) / float(scale)

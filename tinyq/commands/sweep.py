@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from tinyq.cli import arg, command
+from tinyq.commands.parallel_options import parallel_args
 from tinyq.experiments.bitwidth import (DEFAULT_BITS, PTQ_OBSERVERS, QAT_METHODS, float_model, sensitivity, sweep,
                                         write_sensitivity)
 
@@ -18,7 +19,8 @@ def _common_args(out_default: str):
             arg("--epochs", type=int, default=None, help="float training epochs (default per model)"),
             arg("--out", default=out_default, help="folder for JSON, CSV, PNG and the float checkpoint"),
             arg("--seed", type=int, default=0),
-            arg("--no-progress", action="store_true", help="no progress bars (they are off when not a terminal)")]
+            arg("--no-progress", action="store_true", help="no progress bars (they are off when not a terminal)"),
+            *parallel_args()]
 
 
 def _setup(args):
@@ -58,9 +60,11 @@ def sweep_command(args):
     from tinyq.train import fast_mode
     if fast_mode():
         args.qat_epochs = 1
-    model, train_set, test_set = float_model(args, echo)
-    records = sweep(model, train_set, test_set, args.bits, args.observers, args.qat, args.qat_epochs, args.seed,
-                    progress=args.progress)
+    from tinyq.parallel import make_executor
+    with make_executor(args.jobs, args.scheduler) as executor:      # an unreachable scheduler fails here, first
+        model, train_set, test_set = float_model(args, echo)
+        records = sweep(model, train_set, test_set, args.bits, args.observers, args.qat, args.qat_epochs, args.seed,
+                        progress=args.progress, executor=executor)
     out = Path(args.out)
     fp32 = records[0]
     table = pivot(records[1:], "method", "bits", "accuracy")

@@ -35,6 +35,7 @@ COMMAND_MODULES: list[str] = [
     "tinyq.commands.sweep",
     "tinyq.commands.lowprec",
     "tinyq.commands.grading",
+    "tinyq.commands.prune",
     "tinyq.commands.amp",
 ]
 

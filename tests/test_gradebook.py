@@ -111,7 +111,7 @@ def test_rerun_grades_nothing_and_prints_the_same_gradebook(klass, tmp_path, cap
     assert main(argv) == 0                 # no --seed: the run seed is taken from the gradebook
     second = capsys.readouterr().out
     assert "graded 0, reused 6" in second
-    table = lambda text: text[text.index("gradebook ("):text.index("graded ")]  # noqa: E731
+    table = lambda text: text[text.index("gradebook ("):text.index("graded ")]
     assert table(first) == table(second)
     student = klass / "carol" / "tinyq" / "arith.py"    # a change re-grades that student only
     before = files_hash(klass / "carol")

@@ -11,7 +11,13 @@ import numpy as np
 import pytest
 
 from tinyq.cli import main
-from tinyq.parallel import INSTALL_HINT, check_jobs, make_executor, serial_map, task_seed
+from tinyq.parallel import (
+    INSTALL_HINT,
+    check_jobs,
+    make_executor,
+    serial_map,
+    task_seed,
+)
 
 
 def draw(task):
@@ -137,3 +143,21 @@ def test_sweep_on_a_dask_cluster_gives_the_serial_records(serial_sweep, cluster,
     main(SWEEP + ["--checkpoint", str(serial_sweep / "float.npz"), "--out", str(tmp_path),
                   "--scheduler", cluster.scheduler_address])
     assert sweep_records(tmp_path) == sweep_records(serial_sweep)
+
+
+@pytest.mark.slow
+def test_sensitivity_with_two_jobs_gives_the_serial_records(serial_sweep, tmp_path):
+    argv = ["sensitivity", "--checkpoint", str(serial_sweep / "float.npz"), "--bits", "2", "--no-progress"]
+    main(argv + ["--out", str(tmp_path / "serial")])
+    main(argv + ["--out", str(tmp_path / "pool"), "--jobs", "2"])
+    read = lambda out: json.loads((out / "sensitivity.json").read_text())["records"]  # noqa: E731
+    assert read(tmp_path / "pool") == read(tmp_path / "serial") and len(read(tmp_path / "serial")) >= 2
+
+
+def test_lowprec_with_two_jobs_gives_the_serial_records(fast_mode, tmp_path):
+    argv = ["lowprec", "--word-bits", "8", "--frac-bits", "4", "--epochs", "1", "--no-progress"]
+    main(argv + ["--out", str(tmp_path / "serial")])
+    main(argv + ["--out", str(tmp_path / "pool"), "--jobs", "2"])
+    read = lambda out: [{k: v for k, v in r.items() if k != "seconds"}  # noqa: E731
+                        for r in json.loads((out / "lowprec.json").read_text())["records"]]
+    assert read(tmp_path / "pool") == read(tmp_path / "serial") and len(read(tmp_path / "serial")) == 3

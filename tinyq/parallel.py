@@ -144,4 +144,4 @@ def serial_map(fn, items, **options) -> list:
     return Executor("serial", 1).map(fn, items, **options)
 
 
-__all__ = ["Executor", "INSTALL_HINT", "check_jobs", "connect", "make_executor", "serial_map", "task_seed"]
+__all__ = ["INSTALL_HINT", "Executor", "check_jobs", "connect", "make_executor", "serial_map", "task_seed"]

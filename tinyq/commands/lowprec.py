@@ -5,6 +5,7 @@ import time
 from pathlib import Path
 
 from tinyq.cli import arg, command
+from tinyq.commands.parallel_options import parallel_args
 from tinyq.experiments.fixed_point_training import ROUNDINGS, plot, run
 
 
@@ -18,7 +19,7 @@ from tinyq.experiments.fixed_point_training import ROUNDINGS, plot, run
                    help="rounding of activations and errors (default: the same as the update's)"),
                arg("--seed", type=int, default=0), arg("--out", default="runs/lowprec", metavar="DIR",
                                                         help="folder for lowprec.json, .csv and .png"),
-               arg("--no-progress", action="store_true")])
+               arg("--no-progress", action="store_true"), *parallel_args()])
 def lowprec_command(args) -> int:
     """Gupta et al. 2015 on the 8x8 digits: train the MLP with weights, activations and errors in
     fixed point Q(w, n) for each word length w and fraction length n, with round-to-nearest-even vs
@@ -26,10 +27,13 @@ def lowprec_command(args) -> int:
     from tinyq import records as rec
     from tinyq.experiments.plotting import save_figure
 
+    from tinyq.parallel import make_executor
+
     start = time.perf_counter()
-    results = run(args.word_bits, args.frac_bits, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                  hidden=args.hidden, seed=args.seed, activation_rounding=args.activation_rounding,
-                  progress=False if args.no_progress else None)
+    with make_executor(args.jobs, args.scheduler) as executor:
+        results = run(args.word_bits, args.frac_bits, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                      hidden=args.hidden, seed=args.seed, activation_rounding=args.activation_rounding,
+                      progress=False if args.no_progress else None, executor=executor)
     columns = ["word_bits", "frac_bits", "format", "rounding", "test_accuracy", "train_loss", "updates_applied",
                "outputs_saturated"]
     print(rec.format_table(results, columns, title=f"fixed-point training, seed {args.seed}"))

@@ -81,8 +81,10 @@ def sweep_command(args):
     save_figure(figure, out / "sweep.png")
     echo(f"wrote {out / 'sweep.json'}, .csv and .png")
     if args.sensitivity:
-        write_sensitivity(sensitivity(model, train_set, test_set, args.sensitivity_bits, progress=args.progress),
-                             out, echo, args.sensitivity_bits, "minmax")
+        with make_executor(args.jobs, args.scheduler) as executor:
+            records = sensitivity(model, train_set, test_set, args.sensitivity_bits, progress=args.progress,
+                                  executor=executor)
+        write_sensitivity(records, out, echo, args.sensitivity_bits, "minmax")
     echo(f"wall time: {time.perf_counter() - started:.1f} s")
 
 
@@ -96,7 +98,10 @@ def sensitivity_command(args):
     started = time.perf_counter()
     if not 2 <= args.bits <= 16:
         raise ValueError(f"--bits must be in 2..16, got {args.bits}")
-    model, train_set, test_set = float_model(args, echo)
-    records = sensitivity(model, train_set, test_set, args.bits, args.observer, progress=args.progress)
+    from tinyq.parallel import make_executor
+    with make_executor(args.jobs, args.scheduler) as executor:
+        model, train_set, test_set = float_model(args, echo)
+        records = sensitivity(model, train_set, test_set, args.bits, args.observer, progress=args.progress,
+                              executor=executor)
     write_sensitivity(records, Path(args.out), echo, args.bits, args.observer)
     echo(f"wall time: {time.perf_counter() - started:.1f} s")

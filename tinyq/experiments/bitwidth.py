@@ -164,24 +164,35 @@ def sweep(model, train_set, test_set, bits=DEFAULT_BITS, observers=PTQ_OBSERVERS
     return records + executor.map(cell, jobs, desc="sweep", progress=progress)
 
 
-def sensitivity(model, train_set, test_set, bits: int = 2, observer: str = "minmax",
-                calibration_samples: int = 512, progress: bool = False) -> list:
-    """Records {layer, bits, accuracy, drop}: only that layer (weight and input) quantized to `bits` by PTQ."""
-    from tqdm.auto import tqdm
+def sensitivity_cell(name, folded, calibration, test_set, bits: int, observer: str, reference: float) -> dict:
+    """One layer quantized alone -> {layer, bits, accuracy, drop}."""
     from tinyq.quant.config import QuantConfig
-    from tinyq.quant.ptq import fold_batchnorm, quantize_ptq
+    from tinyq.quant.ptq import quantize_ptq
+    layer_config = ptq_config(bits, observer).default
+    qmodel = quantize_ptq(folded, calibration, QuantConfig(default=None, layers={name: layer_config}))
+    accuracy = evaluate(qmodel, test_set)
+    return dict(layer=name, bits=int(bits), accuracy=accuracy, drop=reference - accuracy)
+
+
+def sensitivity(model, train_set, test_set, bits: int = 2, observer: str = "minmax",
+                calibration_samples: int = 512, progress: bool = False, executor=None) -> list:
+    """Records {layer, bits, accuracy, drop}: only that layer (weight and input) quantized to `bits` by PTQ
+    (each layer a task of `executor`, a tinyq.parallel.Executor; None: one after another here)."""
+    from functools import partial
+
+    from tqdm.auto import tqdm
+    from tinyq.quant.ptq import fold_batchnorm
     from tinyq.quant.qat import quantizable_layers
 
     folded = fold_batchnorm(model)
     reference = evaluate(folded, test_set)
     calibration = calibration_loader(train_set, calibration_samples)
-    records = []
-    for name in tqdm(quantizable_layers(folded), desc="sensitivity", disable=not progress):
-        layer_config = ptq_config(bits, observer).default
-        qmodel = quantize_ptq(folded, calibration, QuantConfig(default=None, layers={name: layer_config}))
-        accuracy = evaluate(qmodel, test_set)
-        records.append(dict(layer=name, bits=int(bits), accuracy=accuracy, drop=reference - accuracy))
-    return records
+    cell = partial(sensitivity_cell, folded=folded, calibration=calibration, test_set=test_set, bits=bits,
+                   observer=observer, reference=reference)
+    layers = quantizable_layers(folded)
+    if executor is None:
+        return [cell(name) for name in tqdm(layers, desc="sensitivity", disable=not progress)]
+    return executor.map(cell, layers, desc="sensitivity", progress=progress)
 
 
 # ---------------------------------------------------------------------------- used by `tinyq sweep` / `tinyq sensitivity`

@@ -151,12 +151,15 @@ def train_one(word_bits: int | None, frac_bits: int | None, rounding: str = "nea
 
 def run(word_bits=(16, 12, 8), frac_bits=None, roundings=ROUNDINGS, *, epochs: int = 10, lr: float = 0.1,
         batch_size: int = 32, hidden: int = 128, seed: int = 0, activation_rounding: str | None = None,
-        progress: bool | None = None) -> list:
-    """Records: the fp32 reference, then one per (word_bits, frac_bits, rounding).
+        progress: bool | None = None, executor=None) -> list:
+    """Records: the fp32 reference, then one per (word_bits, frac_bits, rounding) (each a task of
+    `executor`, a tinyq.parallel.Executor; None: one after another here).
 
     frac_bits None: `default_frac_bits(w)` for each word length w; else the given fraction
     lengths that fit the word (frac_bits <= w - 1).
     """
+    from functools import partial
+
     from tqdm.auto import tqdm
 
     from tinyq.data import load_digits
@@ -170,7 +173,14 @@ def run(word_bits=(16, 12, 8), frac_bits=None, roundings=ROUNDINGS, *, epochs: i
                    activation_rounding=activation_rounding, data=data)
     import sys
     show = sys.stderr.isatty() if progress is None else progress
+    if executor is not None:
+        return executor.map(partial(_train_config, options=options), configs, desc="lowprec", progress=show)
     return [train_one(w, n, r, **options) for w, n, r in tqdm(configs, desc="lowprec", disable=not show)]
+
+
+def _train_config(config, options: dict) -> dict:
+    """train_one(*config, **options): one task of `run` on an executor."""
+    return train_one(*config, **options)
 
 
 def plot(records: list):

@@ -124,7 +124,8 @@ def grade_class(submissions, out, *, exercise=None, reference=None, timeout: flo
     if seed is None:
         seed = int.from_bytes(os.urandom(8), "little")
     reference_hash = hashlib.sha256(json.dumps(fingerprint(reference), sort_keys=True).encode()).hexdigest()
-    options = dict(exercise=exercise, reference=str(reference), timeout=timeout, sandbox=sandbox, rounds=rounds)
+    options = {"exercise": exercise, "reference": str(reference), "timeout": timeout, "sandbox": sandbox,
+               "rounds": rounds}
     specs, keys, reused = {}, {}, {}
     for name, folder in students.items():
         keys[name] = hashlib.sha256(json.dumps([files_hash(folder), reference_hash, seed, str(folder), options],
@@ -169,4 +170,4 @@ def format_gradebook(book: dict) -> str:
     return format_table(rows, columns, title=f"gradebook ({len(rows)} students, run seed {book['run_seed']})")
 
 
-__all__ = ["find_submissions", "files_hash", "format_gradebook", "grade_class", "grade_task"]
+__all__ = ["files_hash", "find_submissions", "format_gradebook", "grade_class", "grade_task"]

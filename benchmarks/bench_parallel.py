@@ -164,7 +164,7 @@ def main():
     args = parse_args()
     from dask.distributed import LocalCluster
     info = common.machine_info(threads=1)
-    print(f"CPU {info.get('model')} | {info['logical_cpus']} logical CPUs | load average {info['load_average_1_5_15min']}"
+    print(f"CPU {info['cpu_model']} ({', '.join(info['isa_flags'])}) | {info['logical_cpus']} logical CPUs | load average {info['load_average_1_5_15min']}"
           " (the machine is shared with other jobs: timings are noisy)")
     with tempfile.TemporaryDirectory(prefix="bench-parallel-") as work_name, \
             LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:

@@ -22,15 +22,15 @@ from tinyq.parallel import make_executor, task_seed
 from tinyq.records import format_table, save_csv, save_json
 
 from .exercises import load_exercises
-from .grader import GradingError, fingerprint, grade, reference_root
+from .grader import fingerprint, grade, reference_root
 
 FIXED_COLUMNS = ["student", "status", "total", "points", "passed", "seconds", "note"]
 
 
-def find_submissions(paths) -> dict[str, Path]:
+def find_submissions(paths, exclude=None) -> dict[str, Path]:
     """{student name: folder}. Each path is a submission (it holds tinyq/) or a folder of submissions
-    (every non-hidden subfolder is one student). ValueError for a missing path, a folder with no
-    submissions, or two students with the same folder name."""
+    (every non-hidden subfolder but `exclude`, the gradebook's own folder, is one student). ValueError
+    for a missing path, a folder with no submissions, or two students with the same folder name."""
     if isinstance(paths, (str, Path)):
         paths = [paths]
     if not paths:
@@ -42,7 +42,9 @@ def find_submissions(paths) -> dict[str, Path]:
         if (given / "tinyq").is_dir():
             students = [given]
         else:
-            students = sorted(p for p in given.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
+            skip = Path(exclude).resolve() if exclude is not None else None
+            students = sorted(p for p in given.iterdir()
+                              if p.is_dir() and not p.name.startswith((".", "_")) and p.resolve() != skip)
             if not students:
                 raise ValueError(f"{given} holds no submissions: expected one folder per student "
                                  "(each the root of a copy of tinyq) or a submission itself")
@@ -74,7 +76,7 @@ def grade_task(spec: dict) -> dict:
         report = grade(spec["path"], spec["exercise"], reference=spec["reference"], timeout=spec["timeout"],
                        seed=spec["seed"], sandbox=spec["sandbox"], rounds=spec["rounds"])
         return {"report": report, "seconds": round(time.monotonic() - started, 2)}
-    except (GradingError, ValueError, OSError) as error:
+    except Exception as error:  # noqa: BLE001 - any failure costs this row only; the message says what
         return {"error": f"{type(error).__name__}: {error}", "seconds": round(time.monotonic() - started, 2)}
 
 
@@ -113,8 +115,8 @@ def grade_class(submissions, out, *, exercise=None, reference=None, timeout: flo
     Everything is checked (paths, names, options, the scheduler) before anything is written."""
     import os
 
-    students = find_submissions(submissions)
     out = Path(out)
+    students = find_submissions(submissions, exclude=out)
     reference = Path(reference).resolve() if reference is not None else reference_root()
     exercises = load_exercises(reference / "tinyq" / "grading" / "exercises.toml")
     if exercise is not None and exercise not in exercises:

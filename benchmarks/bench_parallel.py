@@ -31,7 +31,7 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import common  # noqa: E402
+import common
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -108,7 +108,14 @@ def bench_grading(cluster, work: Path, students: int, quick: bool) -> dict:
 
 def bench_sweep(cluster, quick: bool) -> dict:
     os.environ["TINYQ_FAST"] = "1"
-    from tinyq.experiments.bitwidth import PTQ_OBSERVERS, build_model, generator, load_data, sweep, train_float
+    from tinyq.experiments.bitwidth import (
+        PTQ_OBSERVERS,
+        build_model,
+        generator,
+        load_data,
+        sweep,
+        train_float,
+    )
     from tinyq.parallel import make_executor
     train_set, test_set = load_data("digits")
     model = build_model("mlp", train_set.x.shape[1:], 10, rng=generator(0, 0))

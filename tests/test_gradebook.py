@@ -140,23 +140,27 @@ def test_empty_folder_duplicate_names_and_bad_jobs_are_refused(tmp_path, capsys)
     with pytest.raises(ValueError, match="not a folder"):
         find_submissions(tmp_path / "missing")
     out = tmp_path / "book"
-    for argv in (["grade", str(tmp_path / "empty")], ["grade", str(tmp_path / "group1"), str(tmp_path / "group2")],
-                 ["grade", str(tmp_path / "group1"), "--jobs", "0"]):
-        with pytest.raises(SystemExit) if "--jobs" in argv else _no_raise():
-            assert main([*argv, "--out", str(out), "--reference", str(FIXTURE)]) == 2
-        assert "error" in capsys.readouterr().err
-        assert not out.exists()
+    common = ["--out", str(out), "--reference", str(FIXTURE), "--no-progress"]
+    assert main(["grade", str(tmp_path / "empty"), *common]) == 2
+    assert "holds no submissions" in capsys.readouterr().err and not out.exists()
+    assert main(["grade", str(tmp_path / "group1"), str(tmp_path / "group2"), *common]) == 2
+    assert "share a student name" in capsys.readouterr().err and not out.exists()
+    with pytest.raises(SystemExit):
+        main(["grade", str(tmp_path / "group1"), "--jobs", "0", *common])
+    assert "expected a number of worker processes >= 1, got '0'" in capsys.readouterr().err and not out.exists()
     with pytest.raises(ValueError, match="--jobs must be an integer >= 1"):
         grade_class(tmp_path / "group1", out, reference=FIXTURE, jobs=0)
     assert not out.exists()
 
 
-class _no_raise:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
+def test_a_folder_that_is_not_a_copy_of_tinyq_costs_its_row(tmp_path):
+    _student(tmp_path / "class", "sam")
+    (tmp_path / "class" / "tom" / "homework").mkdir(parents=True)
+    book = grade_class(tmp_path / "class", tmp_path / "book", reference=FIXTURE, timeout=TIMEOUT, seed=SEED, jobs=1,
+                       exercise="1.1", echo=lambda *a: None)
+    rows = {row["student"]: row for row in book["rows"]}
+    assert rows["sam"]["status"] == "passed" and rows["sam"]["1.1"] > 0
+    assert rows["tom"]["status"] == "error" and "has no tinyq/ folder" in rows["tom"]["note"]
 
 
 def test_unreachable_scheduler_fails_fast_without_a_gradebook(tmp_path):

@@ -150,7 +150,7 @@ def test_sensitivity_with_two_jobs_gives_the_serial_records(serial_sweep, tmp_pa
     argv = ["sensitivity", "--checkpoint", str(serial_sweep / "float.npz"), "--bits", "2", "--no-progress"]
     main(argv + ["--out", str(tmp_path / "serial")])
     main(argv + ["--out", str(tmp_path / "pool"), "--jobs", "2"])
-    read = lambda out: json.loads((out / "sensitivity.json").read_text())["records"]  # noqa: E731
+    read = lambda out: json.loads((out / "sensitivity.json").read_text())["records"]
     assert read(tmp_path / "pool") == read(tmp_path / "serial") and len(read(tmp_path / "serial")) >= 2
 
 
@@ -158,6 +158,6 @@ def test_lowprec_with_two_jobs_gives_the_serial_records(fast_mode, tmp_path):
     argv = ["lowprec", "--word-bits", "8", "--frac-bits", "4", "--epochs", "1", "--no-progress"]
     main(argv + ["--out", str(tmp_path / "serial")])
     main(argv + ["--out", str(tmp_path / "pool"), "--jobs", "2"])
-    read = lambda out: [{k: v for k, v in r.items() if k != "seconds"}  # noqa: E731
+    read = lambda out: [{k: v for k, v in r.items() if k != "seconds"}
                         for r in json.loads((out / "lowprec.json").read_text())["records"]]
     assert read(tmp_path / "pool") == read(tmp_path / "serial") and len(read(tmp_path / "serial")) == 3

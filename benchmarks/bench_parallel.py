@@ -75,6 +75,8 @@ def build_class(folder: Path, students: int, quick: bool) -> tuple[Path, Path]:
 
 
 def executors(cluster):
+    """The three executors; the order alternates between parts so that a drift in the machine's load
+    does not always favour the same one (the load average is recorded around every run)."""
     return {"serial": {"jobs": 1}, "jobs2": {"jobs": 2}, "dask2": {"scheduler": cluster.scheduler_address}}
 
 
@@ -83,7 +85,8 @@ def bench_grading(cluster, work: Path, students: int, quick: bool) -> dict:
     from tinyq.parallel import make_executor
     submissions, reference = build_class(work, students, quick)
     result, books = {}, {}
-    for name, options in executors(cluster).items():
+    for name, options in reversed(executors(cluster).items()):
+        load_before = os.getloadavg()[0]
         started = time.perf_counter()
         book = grade_class(submissions, work / f"book-{name}", reference=reference, seed=2026, echo=lambda *a: None,
                            **options)
@@ -95,6 +98,7 @@ def bench_grading(cluster, work: Path, students: int, quick: bool) -> dict:
         books[name] = [{k: v for k, v in r.items() if k != "seconds"} for r in book["rows"]]
         per_task = [r["seconds"] for r in book["rows"]]
         result[name] = {"wall_s": round(wall, 2), "task_seconds_mean": round(sum(per_task) / len(per_task), 2),
+                        "load_1min_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
                         "worker_rss_mb": [round(m, 1) for m in memory.values()]}
         print(f"grading {students} submissions, {name:6s}: {wall:7.1f} s wall, {result[name]['task_seconds_mean']:.1f} s "
               f"per submission inside its task, worker RSS {result[name]['worker_rss_mb']} MB")
@@ -124,12 +128,14 @@ def bench_sweep(cluster, quick: bool) -> dict:
     result, records = {"bits": list(bits), "observers": list(observers), "qat": ["ste"], "qat_epochs": 1}, {}
     sweep(model, train_set, test_set, bits[-1:], observers[:1], ("ste",), 1, seed=0)   # warm-up here (JIT, imports)
     for name, options in executors(cluster).items():
+        load_before = os.getloadavg()[0]
         with make_executor(**options) as executor:
             started = time.perf_counter()
             found = sweep(model, train_set, test_set, bits, observers, ("ste",), 1, seed=0, executor=executor)
             wall = time.perf_counter() - started
         records[name] = [{k: v for k, v in r.items() if k != "seconds"} for r in found]
-        result[name] = {"wall_s": round(wall, 2), "cells": len(found) - 1}
+        result[name] = {"wall_s": round(wall, 2), "cells": len(found) - 1,
+                        "load_1min_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)]}
         print(f"sweep of {len(found) - 1} cells, {name:6s}: {wall:7.1f} s wall")
     result["same_records"] = records["serial"] == records["jobs2"] == records["dask2"]
     for name in ("jobs2", "dask2"):
@@ -141,15 +147,17 @@ def bench_sweep(cluster, quick: bool) -> dict:
 
 def bench_overhead(cluster, tasks: int = 200) -> dict:
     from tinyq.parallel import make_executor
-    result = {}
+    result, startup = {}, {}
     for name, options in executors(cluster).items():
+        started = time.perf_counter()
         with make_executor(**options) as executor:
-            executor.map(abs, range(8))                              # workers up and warm
+            executor.map(abs, range(8))             # a fresh pool starts its workers; Dask's are already up
+            startup[name] = round(time.perf_counter() - started, 3)
             started = time.perf_counter()
             executor.map(abs, range(tasks))
             result[name] = round((time.perf_counter() - started) / tasks * 1e3, 3)
-    print(f"overhead per trivial task (ms): {result}")
-    return {"ms_per_task": result, "tasks": tasks}
+    print(f"overhead per trivial task (ms): {result}; start-up (connect or start the workers, 8 tasks): {startup} s")
+    return {"ms_per_task": result, "tasks": tasks, "startup_s": startup}
 
 
 def projection(grading: dict, overhead: dict, students: int = 300, cores: int = 64) -> dict:

@@ -78,6 +78,17 @@ def test_serial_and_local_pool_give_the_same_results_in_task_order():
         assert executor.kind == "serial"
 
 
+def thread_setting(_):
+    return os.environ.get("OPENBLAS_NUM_THREADS")
+
+
+def test_pool_workers_use_one_blas_thread_and_this_process_keeps_its_setting(monkeypatch):
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    with make_executor(2) as executor:
+        assert set(executor.map(thread_setting, range(4))) == {"1"}
+    assert "OPENBLAS_NUM_THREADS" not in os.environ
+
+
 def test_missing_dask_says_how_to_install_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "dask.distributed", None)     # import dask.distributed -> ImportError
     with pytest.raises(RuntimeError) as error:

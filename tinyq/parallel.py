@@ -7,7 +7,8 @@ One small layer used by `tinyq grade` (one task = one submission) and the experi
 (one task = one grid cell). Three executors:
 
     serial     --jobs 1                      in this process
-    local      --jobs N (N > 1)              concurrent.futures process pool (forkserver/spawn workers)
+    local      --jobs N (N > 1)              concurrent.futures process pool (forkserver/spawn workers,
+                                             one BLAS thread each unless OMP_NUM_THREADS etc. are set)
     dask       --scheduler ADDRESS           dask.distributed.Client(ADDRESS): a LocalCluster, or a
                                              cluster started with `dask scheduler` / dask-jobqueue
 
@@ -28,6 +29,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 import numpy as np
 
 INSTALL_HINT = 'the Dask cluster needs the `cluster` extra: pip install -e ".[cluster]"'
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
 
 
 def check_jobs(jobs) -> int:
@@ -136,6 +138,14 @@ def make_executor(jobs=None, scheduler=None, *, connect_timeout: float = 5.0) ->
         return Executor("serial", 1)
     method = "forkserver" if sys.platform.startswith("linux") else "spawn"
     pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context(method))
+    saved = {name: os.environ.get(name) for name in THREAD_VARIABLES}
+    try:            # one BLAS/numba thread per worker (as Dask's workers), unless the user chose a number
+        os.environ.update({name: "1" for name, value in saved.items() if value is None})
+        pool.submit(abs, 0).result()                 # start the workers now, with these variables
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
     return Executor("local", jobs, pool=pool)
 
 

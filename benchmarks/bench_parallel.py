@@ -80,6 +80,16 @@ def executors(cluster):
     return {"serial": {"jobs": 1}, "jobs2": {"jobs": 2}, "dask2": {"scheduler": cluster.scheduler_address}}
 
 
+def summarize(result: dict, outputs: dict, same_key: str) -> dict:
+    """Speed-ups serial / executor (wall) and whether the three executors' outputs agree."""
+    result[same_key] = outputs["serial"] == outputs["jobs2"] == outputs["dask2"]
+    for name in ("jobs2", "dask2"):
+        result[f"speedup_{name}"] = round(result["serial"]["wall_s"] / result[name]["wall_s"], 2)
+    print(f"speed-up: --jobs 2 {result['speedup_jobs2']}x, LocalCluster(2) {result['speedup_dask2']}x; "
+          f"outputs equal: {result[same_key]}")
+    return result
+
+
 def bench_grading(cluster, work: Path, students: int, quick: bool) -> dict:
     from tinyq.grading.gradebook import grade_class
     from tinyq.parallel import make_executor
@@ -102,12 +112,7 @@ def bench_grading(cluster, work: Path, students: int, quick: bool) -> dict:
                         "worker_rss_mb": [round(m, 1) for m in memory.values()]}
         print(f"grading {students} submissions, {name:6s}: {wall:7.1f} s wall, {result[name]['task_seconds_mean']:.1f} s "
               f"per submission inside its task, worker RSS {result[name]['worker_rss_mb']} MB")
-    result["same_gradebook"] = books["serial"] == books["jobs2"] == books["dask2"]
-    for name in ("jobs2", "dask2"):
-        result[f"speedup_{name}"] = round(result["serial"]["wall_s"] / result[name]["wall_s"], 2)
-    print(f"speedup: --jobs 2 {result['speedup_jobs2']}x, LocalCluster(2) {result['speedup_dask2']}x; "
-          f"gradebooks equal: {result['same_gradebook']}")
-    return result
+    return summarize(result, books, "same_gradebook")
 
 
 def bench_sweep(cluster, quick: bool) -> dict:
@@ -137,12 +142,7 @@ def bench_sweep(cluster, quick: bool) -> dict:
         result[name] = {"wall_s": round(wall, 2), "cells": len(found) - 1,
                         "load_1min_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)]}
         print(f"sweep of {len(found) - 1} cells, {name:6s}: {wall:7.1f} s wall")
-    result["same_records"] = records["serial"] == records["jobs2"] == records["dask2"]
-    for name in ("jobs2", "dask2"):
-        result[f"speedup_{name}"] = round(result["serial"]["wall_s"] / result[name]["wall_s"], 2)
-    print(f"speedup: --jobs 2 {result['speedup_jobs2']}x, LocalCluster(2) {result['speedup_dask2']}x; "
-          f"records equal: {result['same_records']}")
-    return result
+    return summarize(result, records, "same_records")
 
 
 def bench_overhead(cluster, tasks: int = 200) -> dict:

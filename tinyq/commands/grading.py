@@ -84,7 +84,8 @@ def grade_command(args) -> int:
 
     from tinyq.grading import format_report, grade
 
-    single = len(args.paths) == 1 and os.path.isdir(os.path.join(args.paths[0], "tinyq"))
+    single = len(args.paths) == 1 and (os.path.isdir(os.path.join(args.paths[0], "tinyq"))
+                                       or not os.path.isdir(args.paths[0]))      # grade() names what is missing
     if not single:
         from tinyq.grading.gradebook import format_gradebook, grade_class
         book = grade_class(args.paths, args.out, exercise=args.exercise, reference=args.reference,

@@ -142,21 +142,18 @@ def serial_sweep(fast_mode, tmp_path_factory):
     return out
 
 
-@pytest.mark.slow
 def test_sweep_with_two_jobs_gives_the_serial_records(serial_sweep, tmp_path):
     main(SWEEP + ["--checkpoint", str(serial_sweep / "float.npz"), "--out", str(tmp_path), "--jobs", "2"])
     assert sweep_records(tmp_path) == sweep_records(serial_sweep)
     assert len(sweep_records(tmp_path)) == 5                      # fp32 + 2 methods x 2 bit-widths
 
 
-@pytest.mark.slow
 def test_sweep_on_a_dask_cluster_gives_the_serial_records(serial_sweep, cluster, tmp_path):
     main(SWEEP + ["--checkpoint", str(serial_sweep / "float.npz"), "--out", str(tmp_path),
                   "--scheduler", cluster.scheduler_address])
     assert sweep_records(tmp_path) == sweep_records(serial_sweep)
 
 
-@pytest.mark.slow
 def test_sensitivity_with_two_jobs_gives_the_serial_records(serial_sweep, tmp_path):
     argv = ["sensitivity", "--checkpoint", str(serial_sweep / "float.npz"), "--bits", "2", "--no-progress"]
     main(argv + ["--out", str(tmp_path / "serial")])

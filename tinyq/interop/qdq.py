@@ -19,11 +19,11 @@ from __future__ import annotations
 import numpy as np
 
 from tinyq.formats.affine import quantize
-from tinyq.interop.onnx import UnsupportedLayerError, _conv, _linear, register_exporter
+from tinyq.interop.graph import UnsupportedLayerError, _conv, _linear, register_exporter
 from tinyq.quant.qat import QuantConv2d, QuantLinear
 from tinyq.quant.quantizers import FakeQuantize
 
-__all__ = ["quantizer_qparams", "qdq_activation", "dq_weight"]
+__all__ = ["dq_weight", "qdq_activation", "quantizer_qparams"]
 
 
 def quantizer_qparams(quantizer, name: str, role: str):

@@ -55,7 +55,7 @@ class OnnxGraph:
     def constant(self, stem: str, array) -> str:
         """An initializer holding array (its dtype kept: float32, int8, uint8, int32, int64)."""
         name = self.fresh(stem)
-        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        self.initializers.append(numpy_helper.from_array(np.require(array, requirements="C"), name))
         return name
 
     def node(self, op: str, inputs, stem: str, **attributes) -> str:

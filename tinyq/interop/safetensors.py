@@ -45,7 +45,7 @@ def _arrays(state) -> dict:
         array = np.asarray(array)
         if array.dtype == object or array.dtype.kind not in "biuf":
             raise TypeError(f"save_safetensors expects numeric arrays, got dtype {array.dtype} for {key!r}")
-        arrays[key] = np.ascontiguousarray(array)
+        arrays[key] = np.require(array, requirements="C")     # (np.ascontiguousarray makes 0-d arrays 1-d)
     return arrays
 
 
@@ -74,7 +74,8 @@ def read_header(data: bytes, source: str = "<bytes>") -> dict:
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ValueError(f"{source}: corrupt safetensors header (not JSON: {error})") from None
     if not isinstance(header, dict):
-        raise ValueError(f"{source}: corrupt safetensors header (expected a JSON object, got {type(header).__name__})")
+        raise ValueError(  # noqa: TRY004  (a damaged file is a value problem, not a wrong argument type)
+            f"{source}: corrupt safetensors header (expected a JSON object, got {type(header).__name__})")
     available = len(data) - 8 - length
     for name, entry in header.items():
         if name == "__metadata__":

@@ -40,5 +40,5 @@ def load_torch_state_dict(path) -> OrderedDict[str, np.ndarray]:
         tensor = tensor.detach().cpu()
         if tensor.dtype in (torch.bfloat16, torch.float16):
             tensor = tensor.float()
-        arrays[name] = np.ascontiguousarray(tensor.numpy())
+        arrays[name] = np.require(tensor.numpy(), requirements="C")   # keeps 0-d tensors 0-d
     return arrays

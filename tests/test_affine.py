@@ -375,3 +375,41 @@ def test_per_channel_matches_torch(axis):
     assert np.all((ours == expected.int_repr().numpy()) | ties)
     fake = torch.fake_quantize_per_channel_affine(torch.from_numpy(x), scale, zero_point.int(), axis, -128, 127)
     assert np.all((fake_quantize(x, qp) == fake.numpy()) | ties)
+
+
+@pytest.mark.exercise("5.3")
+@pytest.mark.parametrize("bits, narrow", [(8, False), (8, True), (4, False), (3, True)])
+def test_symmetric_qparams_by_hand(bits, narrow):
+    lo, hi = -1.5, 3.0
+    qp = calculate_qparams(lo, hi, bits=bits, symmetric=True, narrow_range=narrow)
+    qmin = -(2 ** (bits - 1)) + int(narrow)
+    qmax = 2 ** (bits - 1) - 1
+    assert qp.zero_point == 0 and qp.signed
+    assert qp.scale == pytest.approx(3.0 / ((qmax - qmin) / 2), rel=1e-6)
+    unsigned = calculate_qparams(lo, hi, bits=bits, symmetric=True, signed=False)
+    assert unsigned.zero_point == 2 ** (bits - 1)                      # the middle code of [0, 2^b - 1]
+    assert unsigned.scale == pytest.approx(3.0 / ((2 ** bits - 1) / 2), rel=1e-6)
+
+
+@pytest.mark.exercise("5.3")
+def test_symmetric_qparams_per_channel_and_all_zero():
+    qp = calculate_qparams(np.array([-2.0, 0.0, -0.5]), np.array([1.0, 0.0, 4.0]), bits=8, symmetric=True, axis=0)
+    np.testing.assert_allclose(qp.scale, [2.0 / 127.5, np.finfo(np.float32).eps, 4.0 / 127.5], rtol=1e-6)
+    assert qp.zero_point.tolist() == [0, 0, 0] and qp.scale.dtype == np.float32
+
+
+@pytest.mark.exercise("5.4")
+def test_dequantize_uint8_codes_below_the_zero_point():
+    qp = QParams(scale=0.5, zero_point=200, bits=8, signed=False)
+    q = np.array([0, 199, 200, 255], dtype=np.uint8)                   # q - z < 0: must not wrap in uint8
+    x = dequantize(q, qp)
+    assert x.dtype == np.float32 and x.tolist() == [0.5 * (v - 200) for v in [0, 199, 200, 255]]
+
+
+@pytest.mark.exercise("5.4")
+def test_dequantize_per_channel_uses_each_channels_params():
+    qp = QParams(scale=np.array([0.5, 2.0], dtype=np.float32), zero_point=np.array([1, -3]), bits=8, signed=True,
+                 axis=1)
+    q = np.array([[[-128, 127], [0, 5]]], dtype=np.int8)               # (1, 2 channels, 2)
+    want = [[[0.5 * (-128 - 1), 0.5 * (127 - 1)], [2.0 * (0 + 3), 2.0 * (5 + 3)]]]
+    assert dequantize(q, qp).tolist() == want

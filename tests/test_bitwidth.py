@@ -94,16 +94,20 @@ def test_sweep_command_writes_table_json_csv_and_plot(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["sweep", "--bits", "1"], "bit-widths in 2..16"),
-    (["sweep", "--bits", "17"], "bit-widths in 2..16"),
+    (["sweep", "--bits", "1"], "argument --bits: expected an integer in 2..16"),
+    (["sweep", "--bits", "17"], "argument --bits: expected an integer in 2..16"),
     (["sweep", "--observers", "kl"], "unknown observer 'kl'"),
-    (["sweep", "--qat", "dorefa"], "unknown QAT method 'dorefa'"),
+    (["sweep", "--qat", "dorefa"], "invalid choice: 'dorefa'"),
     (["sweep", "--model", "lenet"], "lenet expects 28x28"),
-    (["sensitivity", "--bits", "1"], "--bits must be in 2..16"),
+    (["sensitivity", "--bits", "1"], "argument --bits: expected an integer in 2..16"),
     (["sweep", "--checkpoint", "missing.npz"], "does not exist"),
 ])
 def test_bad_arguments_are_one_line_errors(argv, message, tmp_path, capsys):
-    code = main(argv + ["--epochs", "1", "--qat-epochs", "1", "--out", str(tmp_path), "--no-progress"]
-                if argv[0] == "sweep" else argv + ["--epochs", "1", "--out", str(tmp_path), "--no-progress"])
+    extra = ["--qat-epochs", "1"] if argv[0] == "sweep" else []
+    try:
+        code = main(argv + extra + ["--epochs", "1", "--out", str(tmp_path / "out"), "--no-progress"])
+    except SystemExit as exit_info:                      # argparse's own errors
+        code = exit_info.code
     assert code == 2
+    assert not (tmp_path / "out").exists()
     assert message in capsys.readouterr().err

@@ -3,7 +3,11 @@ import gzip
 import hashlib
 import io
 import os
+import struct
+import subprocess
+import sys
 import urllib.error
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -252,11 +256,11 @@ def test_load_mnist_from_a_fake_mirror(tmp_path, monkeypatch, rng):
     images = rng.integers(0, 256, size=(7, 28, 28), dtype=np.uint8)
     labels = rng.integers(0, 10, size=7, dtype=np.uint8)
     files = {}
-    for name, array in [("t10k-images-idx3-ubyte.gz", images), ("t10k-labels-idx1-ubyte.gz", labels)]:
+    for name, array in [("t10k-images-idx3-ubyte.gz", images), ("t10k-labels-idx1-ubyte.gz", labels),
+                        ("train-images-idx3-ubyte.gz", images[:3]), ("train-labels-idx1-ubyte.gz", labels[:3])]:
         write_idx(tmp_path / name, array)
         files[name] = (tmp_path / name).read_bytes()
-    monkeypatch.setitem(MNIST_FILES, "t10k-images-idx3-ubyte.gz", hashlib.sha256(files["t10k-images-idx3-ubyte.gz"]).hexdigest())
-    monkeypatch.setitem(MNIST_FILES, "t10k-labels-idx1-ubyte.gz", hashlib.sha256(files["t10k-labels-idx1-ubyte.gz"]).hexdigest())
+        monkeypatch.setitem(MNIST_FILES, name, hashlib.sha256(files[name]).hexdigest())
     monkeypatch.setenv("TINYQ_DATA", str(tmp_path / "cache"))
     opener = FakeOpener(files)
     x, y = load_mnist("test", opener=opener)
@@ -265,7 +269,7 @@ def test_load_mnist_from_a_fake_mirror(tmp_path, monkeypatch, rng):
     np.testing.assert_array_equal(y, labels)
     assert sorted(os.listdir(tmp_path / "cache" / "mnist")) == sorted(files)
     load_mnist("test", opener=opener)
-    assert len(opener.calls) == 2  # cached: the second load downloads nothing
+    assert len(opener.calls) == 4  # all four files once; cached: the second load downloads nothing
 
 
 def test_load_mnist_offline_lists_every_missing_file(tmp_path, monkeypatch):
@@ -273,5 +277,106 @@ def test_load_mnist_offline_lists_every_missing_file(tmp_path, monkeypatch):
     with pytest.raises(DownloadError) as error:
         data.load_fashion_mnist("train", opener=FakeOpener({}))
     message = str(error.value)
-    assert "train-images-idx3-ubyte.gz" in message and "train-labels-idx1-ubyte.gz" in message
+    for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
+                 "t10k-labels-idx1-ubyte.gz"):   # the test files too, in the first error (issue 12)
+        assert name in message
     assert str(tmp_path / "fashion") in message
+
+
+def _mnist_folder(tmp_path, monkeypatch, images, labels, compress: str):
+    """TINYQ_DATA/mnist with the test split as given ("raw" IDX or "gzip" recompressed), train files present."""
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    suffix = ".gz" if compress == "gzip" else ""
+    write_idx(folder / f"t10k-images-idx3-ubyte{suffix}", images)
+    write_idx(folder / f"t10k-labels-idx1-ubyte{suffix}", labels)
+    for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"):
+        (folder / name).write_bytes(b"")        # only looked at when the train split is loaded
+    monkeypatch.setenv("TINYQ_DATA", str(tmp_path))
+    return folder
+
+
+@pytest.mark.parametrize("compress", ["raw", "gzip"])
+def test_local_mnist_is_accepted_by_its_content_not_its_gzip_bytes(tmp_path, monkeypatch, compress):
+    images = np.zeros((10000, 28, 28), np.uint8)
+    images[:, 14, 14] = np.arange(10000) % 256
+    labels = (np.arange(10000) % 10).astype(np.uint8)
+    _mnist_folder(tmp_path, monkeypatch, images, labels, compress)   # gzip: our bytes differ from the published
+    x, y = load_mnist("test", opener=FakeOpener({}))                  # offline: nothing may be downloaded
+    np.testing.assert_array_equal(np.round(x[:, 0] * 255).astype(np.uint8), images)
+    np.testing.assert_array_equal(y, labels)
+
+
+def test_local_mnist_with_other_content_says_what_differs(tmp_path, monkeypatch):
+    folder = _mnist_folder(tmp_path, monkeypatch, np.zeros((5, 28, 28), np.uint8), np.zeros(5, np.uint8), "gzip")
+    with pytest.raises(DownloadError) as error:
+        load_mnist("test", opener=FakeOpener({}))
+    message = str(error.value)
+    assert f"{folder / 't10k-images-idx3-ubyte.gz'}: its gzip bytes differ from the published file's" in message
+    assert "uint8(5, 28, 28), expected uint8(10000, 28, 28)" in message
+
+
+def test_idx_header_declaring_2_to_the_96_elements_is_named(tmp_path):
+    blob = bytes([0, 0, 0x08, 3]) + struct.pack(">3I", 2 ** 32 - 1, 2 ** 32 - 1, 2 ** 32 - 1) + b"\0" * 16
+    (tmp_path / "huge.idx").write_bytes(blob)
+    count = (2 ** 32 - 1) ** 3
+    with pytest.raises(ValueError, match=f"= {count} elements \\({count} bytes\\), but the file is truncated"):
+        read_idx(tmp_path / "huge.idx")
+    (tmp_path / "huge.idx.gz").write_bytes(gzip.compress(blob))
+    with pytest.raises(ValueError, match=f"{count} elements .* decompresses to at most"):
+        read_idx(tmp_path / "huge.idx.gz")
+
+
+GZIP_BOMB = """
+import sys
+import types
+
+# import tinyq.data alone (NumPy only): the tinyq package's __init__ brings in numba and the engine (~150 MB)
+# (and from the folder given, not through an editable install's finder, which ignores __path__)
+sys.meta_path = [f for f in sys.meta_path if not getattr(f, "__module__", "").startswith("__editable__")]
+package = types.ModuleType("tinyq")
+package.__path__ = [sys.argv[2]]
+sys.modules["tinyq"] = package
+from tinyq.data import read_idx
+
+
+def peak_mb():   # VmHWM: this process's peak resident set (ru_maxrss would include the parent's, kept over exec)
+    line = next(l for l in open("/proc/self/status") if l.startswith("VmHWM:"))  # noqa: E741
+    return int(line.split()[1]) / 1024
+
+
+before = peak_mb()
+try:
+    read_idx(sys.argv[1])
+    outcome = "accepted"
+except ValueError as error:
+    outcome = str(error)
+print(f"{before:.0f}|{peak_mb():.0f}|{outcome}")
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads VmHWM from /proc")
+@pytest.mark.parametrize("declared_rows", [1000, 10 ** 6])
+def test_gzip_bomb_is_bounded_by_the_declared_size(tmp_path, declared_rows):
+    """256 MiB of zeros (0.25 MB gzipped) behind a header declaring 1000 rows (0.8 MB: read that much, then
+    'trailing bytes') or 10^6 rows (784 MB > 1032 x 0.25 MB: refused from the header alone). The old reader
+    decompressed everything first (2.1 GB for a 1 MB bomb)."""
+    path = tmp_path / "bomb.idx.gz"
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)       # gzip container
+    with open(path, "wb") as out:
+        out.write(compressor.compress(bytes([0, 0, 0x08, 3]) + struct.pack(">3I", declared_rows, 28, 28)))
+        block = bytes(1 << 20)
+        for _ in range(256):
+            out.write(compressor.compress(block))
+        out.write(compressor.flush())
+    assert path.stat().st_size < 0.5e6
+    script = tmp_path / "bomb.py"
+    script.write_text(GZIP_BOMB)
+    repo = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, str(script), str(path), str(repo / "tinyq")], capture_output=True,
+                            text=True, timeout=120, cwd=repo)
+    assert result.returncode == 0, result.stderr
+    before, peak, outcome = result.stdout.strip().split("|", 2)
+    assert "trailing bytes" in outcome or "decompresses to at most" in outcome, outcome
+    assert float(peak) - float(before) < 50, f"reading raised the peak RSS from {before} to {peak} MB"
+    assert float(peak) < 200, f"peak RSS {peak} MB"

@@ -375,3 +375,20 @@ def test_pact_quantizer_starts_at_the_max_and_regularization_pulls_alpha(rng):
     pact.regularization().backward()
     np.testing.assert_allclose(pact.alpha.grad, 2 * 0.01 * x.max(), rtol=1e-6)
     assert pact.qparams == QParams(float(np.float32(x.max()) / np.float32(15)), 0, 4, False)
+
+
+@pytest.mark.exercise("7.4")
+@pytest.mark.parametrize("elements, qmax", [(1000, 127), (9, 7), (1, 1), (4096, 255)])
+def test_lsq_grad_scale_is_one_over_sqrt_n_qp(elements, qmax):
+    assert lsq_grad_scale(elements, qmax) == pytest.approx(1 / np.sqrt(elements * qmax), rel=1e-12)
+
+
+@pytest.mark.exercise("7.4")
+def test_lsq_init_step_size_is_twice_the_mean_magnitude_over_sqrt_qp():
+    x = np.array([[1.0, -3.0, 0.5, 0.0], [-0.25, 0.25, 0.5, 0.0]], dtype=np.float32)
+    assert float(lsq_init_step_size(x, qmax=15)) == pytest.approx(2 * (5.5 / 8) / np.sqrt(15), rel=1e-6)
+    per_row = lsq_init_step_size(x, qmax=3, axis=0)
+    np.testing.assert_allclose(per_row, [2 * 1.125 / np.sqrt(3), 2 * 0.25 / np.sqrt(3)], rtol=1e-6)
+    per_column = lsq_init_step_size(x, qmax=3, axis=1)
+    assert per_column.dtype == np.float32 and per_column.shape == (4,)
+    assert per_column[3] == np.finfo(np.float32).eps                  # an all-zero channel still gets a step > 0

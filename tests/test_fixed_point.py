@@ -353,3 +353,61 @@ def test_exercise_4_2_saturating_add_clamps_at_both_ends():
     assert fp.saturating_add(qa, qb, fmt).tolist() == [127, -128, 127, -128, 12, -2, 0]
     unsigned = QFormat(4, 4, signed=False)
     assert fp.saturating_add([250, 3], [10, 4], unsigned).tolist() == [255, 7]
+
+
+@pytest.mark.exercise("4.3")
+@pytest.mark.parametrize("dtype", [np.int8, np.int16, np.uint8])
+def test_exercise_4_3_wrap_is_numpys_twos_complement(dtype):
+    info = np.iinfo(dtype)
+    values = np.arange(-3 * 2 ** 16, 3 * 2 ** 16, 7, dtype=np.int64)
+    wrapped = fp.apply_overflow(values, int(info.min), int(info.max), "wrap")
+    np.testing.assert_array_equal(wrapped, values.astype(dtype).astype(np.int64))   # NumPy casts modulo 2^w
+
+
+@pytest.mark.exercise("4.3")
+def test_exercise_4_3_saturate_clamps_and_keeps_int64():
+    values = [-1000, -129, -128, 0, 127, 128, 2 ** 40]
+    got = fp.apply_overflow(values, -128, 127, "saturate")
+    assert got.tolist() == [max(-128, min(127, v)) for v in values] and got.dtype == np.int64
+    assert fp.apply_overflow([300, -5], 0, 255, "wrap").tolist() == [44, 251]
+
+
+def _accumulate_by_hand(qa, qb, acc_bits, mode):
+    """Python ints, one k at a time: wrap keeps v mod 2^w in [-2^(w-1), 2^(w-1)); saturate clamps each step."""
+    lo, hi, span = -(2 ** (acc_bits - 1)), 2 ** (acc_bits - 1) - 1, 2 ** acc_bits
+    out = []
+    for row in qa.tolist():
+        out.append([])
+        for j in range(qb.shape[1]):
+            acc = 0
+            for k, a in enumerate(row):
+                product = a * int(qb[k, j])
+                if mode == "wrap":
+                    acc = (acc + product - lo) % span + lo
+                else:
+                    acc = max(lo, min(hi, acc + max(lo, min(hi, product))))
+            out[-1].append(acc)
+    return out
+
+
+@pytest.mark.exercise("4.4")
+@pytest.mark.parametrize("mode", ["wrap", "saturate"])
+@pytest.mark.parametrize("acc_bits", [12, 16])
+def test_exercise_4_4_finite_accumulator_step_by_step(mode, acc_bits):
+    rng = np.random.default_rng(acc_bits)
+    f = QFormat(7, 0)
+    qa, qb = rng.integers(-128, 128, (3, 9)), rng.integers(-128, 128, (9, 2))
+    got = fp.matmul(qa, f, qb, f, QFormat(31, 0), acc_bits=acc_bits, acc_overflow=mode)
+    assert got.tolist() == _accumulate_by_hand(qa, qb, acc_bits, mode)
+
+
+@pytest.mark.exercise("4.4")
+def test_exercise_4_4_wrap_is_exact_when_the_final_sum_fits_and_saturate_depends_on_order():
+    f = QFormat(7, 0)
+    qa = np.array([[120, 120, 120, -120, -120, -120]])
+    qb = np.full((6, 1), 100)
+    wrap = fp.matmul(qa, f, qb, f, QFormat(31, 0), acc_bits=16, acc_overflow="wrap")
+    forward = fp.matmul(qa, f, qb, f, QFormat(31, 0), acc_bits=16, acc_overflow="saturate")
+    backward = fp.matmul(qa[:, ::-1], f, qb[::-1], f, QFormat(31, 0), acc_bits=16, acc_overflow="saturate")
+    assert int(wrap[0, 0]) == 0                               # partial sums reach 36000 > 32767, yet exact
+    assert int(forward[0, 0]) == 32767 - 36000 and int(backward[0, 0]) == -32768 + 36000

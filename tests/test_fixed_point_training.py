@@ -81,8 +81,11 @@ def test_lowprec_command_writes_table_json_csv_and_plot(tmp_path, capsys):
                  "--no-progress", "--out", str(out)])
     assert code == 0
     assert "Q1.6" in capsys.readouterr().out
-    payload = json.loads((out / "lowprec.json").read_text())
+    def refuse(constant):
+        raise AssertionError(f"bare {constant} is not JSON")
+    payload = json.loads((out / "lowprec.json").read_text(), parse_constant=refuse)   # strict JSON
     assert len(payload["records"]) == 3 and payload["metadata"]["seed"] == 0
+    assert payload["records"][0]["frac_bits"] is None                 # the fp32 row has no fraction bits
     assert (out / "lowprec.csv").read_text().startswith("word_bits,")
     assert (out / "lowprec.png").stat().st_size > 1000
 
@@ -92,3 +95,27 @@ def test_bad_arguments_are_rejected():
         fpt.train_one(8, 4, "floor")
     with pytest.raises(ValueError, match="fraction bits"):
         fpt.train_one(8, 8, "nearest_even")
+
+
+def test_the_same_data_options_as_train(tmp_path, capsys):
+    """lowprec takes --dataset like every experiment command (one shared definition)."""
+    from tinyq.cli import COMMANDS
+    for name in ("train", "sweep", "sensitivity", "lowprec"):
+        options = {names[0]: spec for names, spec in COMMANDS[name].args}
+        assert options["--dataset"]["choices"] == ("digits", "mnist", "fashion"), name
+        assert options["--seed"]["type"].__name__ == "seed_int" and "--no-progress" in options, name
+    with pytest.raises(ValueError, match="unknown dataset 'cifar'"):
+        fpt.run((8,), (4,), dataset="cifar")
+
+
+def test_bad_arguments_to_the_library_are_value_errors():
+    for options, phrase in [(dict(epochs=0), "epochs must be a positive int"),
+                            (dict(hidden=0), "hidden must be a positive int"),
+                            (dict(lr=float("nan")), "lr must be a finite number")]:
+        with pytest.raises(ValueError, match=phrase):
+            fpt.train_one(8, 4, **options)
+    for word_bits, frac_bits, phrase in [((0,), None, "word_bits must be in 2..16"),
+                                         ((8,), (99,), "frac_bits 99 fits none"),
+                                         ((3,), None, "word_bits 3 gets no fraction length")]:
+        with pytest.raises(ValueError, match=phrase):
+            fpt.configurations(word_bits, frac_bits)

@@ -385,3 +385,41 @@ def test_exercise_3_2_stochastic_rounding_is_unbiased():
     # up with p = 1/4: the count of ups is Binomial(draws, 1/4); 5 standard deviations of slack
     ups = np.sum(samples > 1)
     assert abs(ups - draws / 4) <= 5 * np.sqrt(draws * 0.25 * 0.75)
+
+
+@pytest.mark.exercise("3.3")
+def test_exercise_3_3_decode_every_fp16_pattern_matches_numpy():
+    bits = np.arange(2 ** 16, dtype=np.int64)
+    ours = floats.decode(bits >> 15, (bits >> 10) & 31, bits & 1023, FP16)
+    numpy_half = bits.astype(np.uint16).view(np.float16).astype(np.float32)   # an independent implementation
+    np.testing.assert_array_equal(ours, numpy_half)                           # NaN == NaN here
+
+
+@pytest.mark.exercise("3.3")
+def test_exercise_3_3_decode_bf16_and_e4m3_by_the_formula():
+    bits = np.arange(2 ** 16, dtype=np.int64)
+    as_float32 = (bits.astype(np.uint32) << 16).view(np.float32)             # bf16 = the top half of fp32
+    np.testing.assert_array_equal(floats.decode(bits >> 15, (bits >> 7) & 255, bits & 127, BF16), as_float32)
+    # e4m3fn by hand: bias 7, subnormals 2^-6 M/8, only S.1111.111 is NaN
+    for s, e, m in [(0, 0, 1), (0, 0, 7), (1, 1, 0), (0, 7, 4), (0, 15, 6), (1, 15, 6), (0, 15, 7)]:
+        want = (2.0 ** -6 * m / 8 if e == 0 else 2.0 ** (e - 7) * (1 + m / 8)) * (-1) ** s
+        got = float(floats.decode(s, e, m, FP8_E4M3))
+        assert (np.isnan(got) if (e, m) == (15, 7) else got == want), (s, e, m, got, want)
+
+
+@pytest.mark.exercise("3.4")
+def test_exercise_3_4_ulp_equals_numpy_spacing_in_fp16():
+    half = np.arange(1, 0x7BFF, dtype=np.uint16).view(np.float16)             # every positive fp16 below max
+    spacing = np.spacing(half).astype(np.float64)                             # gap to the next one up
+    np.testing.assert_array_equal(FP16.ulp(half.astype(np.float32)).astype(np.float64), spacing)
+    np.testing.assert_array_equal(FP16.ulp(-half.astype(np.float32)).astype(np.float64), spacing)
+
+
+@pytest.mark.exercise("3.4")
+def test_exercise_3_4_ulp_of_bf16_and_e4m3_by_hand():
+    assert float(BF16.ulp(1.0)) == 2.0 ** -7 and float(BF16.ulp(3.0)) == 2.0 ** -6
+    assert float(BF16.ulp(0.0)) == 2.0 ** (-126 - 7)                          # subnormal spacing at 0
+    assert float(FP8_E4M3.ulp(448.0)) == 32.0 and float(FP8_E4M3.ulp(2.0 ** -9)) == 2.0 ** -9
+    assert float(FP8_E4M3.ulp(1000.0)) == 32.0                                 # beyond the range: emax's spacing
+    assert np.isnan(FP16.ulp(np.nan)) and np.isnan(FP16.ulp(np.inf))
+    assert FP16.ulp(np.array([1.0, 1.5])).dtype == np.float32

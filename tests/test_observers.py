@@ -333,3 +333,64 @@ def test_entropy_observer_handles_a_spike_away_from_zero_in_the_middle_of_the_da
     entropy.observe(x)
     threshold = entropy.calculate_qparams().scale * 127.5
     assert threshold > 2.5                                        # the Gaussian tails, not the spike, set T
+
+
+@pytest.mark.exercise("6.3")
+def test_histogram_quantile_interpolates_inside_a_bin_by_hand():
+    histogram = Histogram(bins=3)
+    histogram.update(np.array([0.5, 1.5, 2.2, 2.8, 3.0]))              # lo 0.5, hi 3: bins of width 5/6
+    # counts [1, 1, 3]: F at the edges 0.5, 4/3, 13/6, 3 is 0, 1, 2, 5
+    assert histogram.counts.tolist() == [1.0, 1.0, 3.0]
+    assert histogram.quantile(0.2) == pytest.approx(4 / 3)             # F = 1 exactly at an edge
+    assert histogram.quantile(0.7) == pytest.approx(13 / 6 + (3.5 - 2) / 3 * 5 / 6)
+    assert histogram.quantile(0.0) == pytest.approx(0.5) and histogram.quantile(1.0) == pytest.approx(3.0)
+
+
+@pytest.mark.exercise("6.3")
+@pytest.mark.parametrize("percentile", [99.0, 99.9])
+def test_percentile_observer_matches_numpy_within_a_bin(percentile):
+    rng = np.random.default_rng(3)
+    data = rng.standard_normal(50_000).astype(np.float32)
+    observer = PercentileObserver(percentile=percentile, bins=2048)
+    for batch in np.split(data, 5):
+        observer.observe(batch)
+    lo, hi = observer._clip_range()
+    width = (data.max() - data.min()) / 2048
+    assert abs(hi - np.percentile(data, percentile)) <= 2 * width
+    assert abs(lo - np.percentile(data, 100 - percentile)) <= 2 * width
+
+
+def _mse_alpha_by_brute_force(values, bits, candidates, bins):
+    """The alpha in (0, 1] minimising sum_bins count (c - Q_alpha(c))^2, Q_alpha the asymmetric grid on alpha·[lo, hi]."""
+    counts, edges = np.histogram(values, bins=bins, range=(values.min(), values.max()))
+    centres = (edges[:-1] + edges[1:]) / 2
+    lo, hi = min(values.min(), 0.0), max(values.max(), 0.0)
+    errors = []
+    for alpha in np.arange(1, candidates + 1) / candidates:
+        scale = alpha * (hi - lo) / (2 ** bits - 1)
+        zero_point = np.clip(-np.rint(alpha * lo / scale), 0, 2 ** bits - 1)
+        codes = np.clip(np.rint(centres / scale) + zero_point, 0, 2 ** bits - 1)
+        errors.append(np.sum(counts * (scale * (codes - zero_point) - centres) ** 2))
+    return (np.argmin(errors) + 1) / candidates, errors
+
+
+@pytest.mark.exercise("6.4")
+def test_mse_observer_picks_the_alpha_of_least_histogram_error():
+    rng = np.random.default_rng(4)
+    values = np.concatenate([rng.standard_normal(20_000), [40.0]]).astype(np.float32)  # one far outlier
+    observer = MSEObserver(bits=4, num_candidates=50, bins=512)
+    observer.observe(values)
+    lo, hi = observer._clip_range()
+    alpha, errors = _mse_alpha_by_brute_force(values, 4, 50, 512)
+    assert observer.alpha == pytest.approx(alpha) and alpha < 0.5       # the outlier is clipped
+    assert hi == pytest.approx(alpha * values.max(), rel=1e-6) and lo == pytest.approx(alpha * values.min(), rel=1e-6)
+    assert min(errors) < errors[-1]                                    # better than min-max (alpha = 1)
+
+
+@pytest.mark.exercise("6.4")
+def test_mse_observer_keeps_the_full_range_without_outliers():
+    values = np.linspace(-1.0, 1.0, 4001, dtype=np.float32)           # uniform: clipping only hurts
+    observer = MSEObserver(bits=8, num_candidates=20, bins=256)
+    observer.observe(values)
+    lo, hi = observer._clip_range()
+    assert observer.alpha == 1.0 and (lo, hi) == (-1.0, 1.0)

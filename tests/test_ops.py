@@ -324,3 +324,32 @@ def test_gradcheck_function_keeps_its_eps_apart_from_a_forward_option_named_eps(
     gradcheck_function(Normalize, [x], {"eps": 1e-5}, eps=1e-9)  # the layer's eps and the step differ
     with pytest.raises(TypeError):
         gradcheck_function(Normalize, [x], eps=1e-9, axis=1)     # options go in the dict, not as keywords
+
+
+def _linear_backward_directly(x, weight, bias, grad):
+    """Call ops.Linear.forward/backward without the graph walk (so 2.4 is graded on its own)."""
+    ctx = ops.Linear()
+    inputs = (x, weight) if bias is None else (x, weight, bias)
+    ctx.inputs = tuple(tq.tensor(a, requires_grad=True) for a in inputs)
+    ops.Linear.forward(ctx, *[a.copy() for a in inputs])
+    return ops.Linear.backward(ctx, grad)
+
+
+@pytest.mark.exercise("2.4")
+@pytest.mark.parametrize("leading", [(5,), (2, 3), ()])
+def test_linear_backward_follows_the_three_formulas(leading):
+    rng = np.random.default_rng(len(leading))
+    x, weight, bias = rng.standard_normal(leading + (4,)), rng.standard_normal((3, 4)), rng.standard_normal(3)
+    grad = rng.standard_normal(leading + (3,))
+    grad_x, grad_w, grad_b = _linear_backward_directly(x, weight, bias, grad)
+    # by the index formulas: dX[..., k] = sum_j dY[..., j] W[j, k]; dW[j, k] = sum_n dY[n, j] X[n, k]; db = sum_n dY
+    np.testing.assert_allclose(grad_x, np.einsum("...j,jk->...k", grad, weight), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(grad_w, np.einsum("nj,nk->jk", grad.reshape(-1, 3), x.reshape(-1, 4)), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(grad_b, grad.reshape(-1, 3).sum(axis=0), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.exercise("2.4")
+def test_linear_backward_matches_finite_differences():
+    rng = np.random.default_rng(7)
+    arrays = [rng.standard_normal((6, 5)), rng.standard_normal((2, 5)), rng.standard_normal(2)]
+    gradcheck_function(ops.Linear, arrays, name="Linear")

@@ -16,9 +16,18 @@ other way round. Keep command modules' top-level imports light (import heavy thi
 inside the function) so `tinyq --help` stays fast.
 Commands whose results involve randomness take `--seed`.
 
+Shared options and validated value types live in `tinyq.commands.options`
+(`data_options()`, `seed_option()`, `out_option(default)`, `no_progress_option()`,
+`run_folder_options()`, types `positive_int`, `fraction`, `finite_float`, ...): use them,
+so a bad value stops the command while parsing, with argparse naming the option.
+Check everything else (files, combinations of options, `check_output_dir` for --out)
+before any work starts and raise `options.OptionError(option, message)`; write outputs
+through a `tinyq.run_folder.RunFolder`.
+
 User errors (ValueError, OSError, RuntimeError — including a student copy's
 NotImplementedError) print as one line `tinyq <command>: error: ...` with exit
-code 2; set TINYQ_DEBUG=1 for the traceback.
+code 2; set TINYQ_DEBUG=1 for the traceback. A KeyError, TypeError, ... escaping a
+command is a bug in tinyq (convert bad input into a clear ValueError at the boundary).
 """
 from __future__ import annotations
 

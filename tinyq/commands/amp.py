@@ -5,27 +5,28 @@ import time
 from pathlib import Path
 
 from tinyq.cli import arg, command
+from tinyq.commands.options import (check_output_dir, data_options, int_in, no_progress_option, out_option,
+                                    positive_float, positive_int, seed_option)
 from tinyq.experiments.mixed_precision import RUNS, SUMMARY_COLUMNS
 
 
 @command("amp", help="mixed-precision training of the digits CNN: fp32, fp16 (no/static/dynamic loss scaling), "
                      "bf16, fp8",
          args=[arg("--runs", nargs="+", choices=list(RUNS), default=list(RUNS), help="which precisions to train"),
-               arg("--dataset", choices=["digits", "mnist", "fashion"], default="digits"),
+               *data_options(),
                arg("--model", choices=["convnet", "mlp"], default="convnet"),
-               arg("--width", type=int, default=16, help="convnet channel width"),
-               arg("--epochs", type=int, default=12), arg("--lr", type=float, default=0.05),
-               arg("--batch-size", type=int, default=32),
-               arg("--loss-multiplier-log2", type=int, default=-14,
+               arg("--width", type=positive_int, default=16, help="convnet channel width"),
+               arg("--epochs", type=positive_int, default=12), arg("--lr", type=positive_float, default=0.05),
+               arg("--batch-size", type=positive_int, default=32),
+               arg("--loss-multiplier-log2", type=int_in(-100, 0), default=-14,
                    help="the loss is multiplied by 2^k (lr divided by it): small losses underflow in fp16"),
-               arg("--static-scale-log2", type=int, default=14, help="static loss scale 2^k"),
-               arg("--init-scale-log2", type=int, default=16, help="dynamic loss scale starts at 2^k"),
-               arg("--growth-interval", type=int, default=25,
+               arg("--static-scale-log2", type=int_in(0, 100), default=14, help="static loss scale 2^k"),
+               arg("--init-scale-log2", type=int_in(0, 100), default=16, help="dynamic loss scale starts at 2^k"),
+               arg("--growth-interval", type=positive_int, default=25,
                    help="dynamic scale grows after this many finite steps (PyTorch's default is 2000)"),
-               arg("--limit", type=int, default=None, help="use only the first N train and test samples"),
-               arg("--seed", type=int, default=0),
-               arg("--out", default="runs/amp", metavar="DIR", help="folder for amp.json, .csv and .png"),
-               arg("--no-progress", action="store_true")])
+               arg("--limit", type=positive_int, default=None, help="use only the first N train and test samples"),
+               seed_option(), out_option("runs/amp", help="folder for amp.json, .csv and .png"),
+               no_progress_option()])
 def amp_command(args) -> int:
     """Train the same CNN from the same initial weights in every precision; print the table of final test
     accuracy, skipped steps, final loss scale and the fraction of gradients that underflowed to zero;
@@ -35,10 +36,7 @@ def amp_command(args) -> int:
     from tinyq.experiments.mixed_precision import plot, run
     from tinyq.experiments.plotting import save_figure
 
-    for name, value in (("--epochs", args.epochs), ("--batch-size", args.batch_size), ("--width", args.width),
-                        ("--growth-interval", args.growth_interval)):
-        if value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value}")
+    check_output_dir(args.out)
     start = time.perf_counter()
     print(amp.policy_table("float16"))
     results = run(args.runs, args.dataset, seed=args.seed, limit=args.limit,

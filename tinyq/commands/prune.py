@@ -7,21 +7,22 @@ import time
 from pathlib import Path
 
 from tinyq.cli import arg, command
+from tinyq.commands.options import (check_output_dir, data_options, fraction, no_progress_option, out_option,
+                                    positive_int, seed_option)
 
 
 @command("prune", help="accuracy vs sparsity (one-shot/iterative/AGP; global/layer/random/structured), "
                        "sensitivity, shrink latency and the Deep-Compression table (prune -> share -> Huffman)",
-         args=[arg("--dataset", default="digits", help="digits (bundled) | mnist | fashion"),
+         args=[*data_options(),
                arg("--model", default="mlp", choices=["mlp", "convnet", "lenet"]),
-               arg("--sparsities", type=float, nargs="+", default=None, help="target sparsities in [0, 1)"),
-               arg("--retrain-epochs", type=int, default=None, help="retraining epochs per pruned model"),
-               arg("--epochs", type=int, default=None, help="float training epochs"),
-               arg("--k", type=int, default=16, help="centroids per layer for weight sharing"),
-               arg("--compression-sparsity", type=float, default=0.9),
+               arg("--sparsities", type=fraction, nargs="+", default=None, help="target sparsities in [0, 1)"),
+               arg("--retrain-epochs", type=positive_int, default=None, help="retraining epochs per pruned model"),
+               arg("--epochs", type=positive_int, default=None, help="float training epochs"),
+               arg("--k", type=positive_int, default=16, help="centroids per layer for weight sharing"),
+               arg("--compression-sparsity", type=fraction, default=0.9),
                arg("--skip-sweep", action="store_true", help="only sensitivity, shrink and the compression table"),
-               arg("--out", default="runs/prune", help="folder for JSON, CSV and PNG"),
-               arg("--seed", type=int, default=0),
-               arg("--no-progress", action="store_true", help="no progress bars")])
+               out_option("runs/prune", help="folder for JSON, CSV and PNG"), seed_option(),
+               no_progress_option()])
 def prune_command(args):
     """Train a float model from --seed; print and save the pruning tables and plots and the compression table."""
     from tinyq.experiments import pruning, sharing
@@ -31,11 +32,7 @@ def prune_command(args):
 
     progress = not args.no_progress and sys.stderr.isatty()
     sparsities = args.sparsities or list(pruning.SPARSITIES)
-    for s in sparsities + [args.compression_sparsity]:
-        if not 0.0 <= s < 1.0:
-            raise ValueError(f"sparsities must be in [0, 1), got {s}")
-    if args.k < 1:
-        raise ValueError(f"--k must be a positive number of centroids, got {args.k}")
+    check_output_dir(args.out)
     epochs = args.retrain_epochs or (4 if fast_mode() else pruning.RETRAIN_EPOCHS)
     if epochs < 1:
         raise ValueError(f"--retrain-epochs must be >= 1, got {epochs}")

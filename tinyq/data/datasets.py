@@ -11,7 +11,7 @@ from typing import Callable
 
 import numpy as np
 
-from .download import cache_dir, fetch_all, sha256_of
+from .download import DownloadError, cache_dir, fetch_all, sha256_of
 from .idx import read_idx
 from .loader import ArrayDataset
 
@@ -78,14 +78,61 @@ def load_digits(split: str = "train", root=None) -> tuple[np.ndarray, np.ndarray
     return x, labels.astype(np.int64)
 
 
+# the content every MNIST-style file must have (MNIST and Fashion-MNIST alike): uint8, these shapes
+IDX_SHAPES = {
+    "train-images-idx3-ubyte": (60000, 28, 28), "train-labels-idx1-ubyte": (60000,),
+    "t10k-images-idx3-ubyte": (10000, 28, 28), "t10k-labels-idx1-ubyte": (10000,),
+}
+
+
+def _local_array(folder: Path, filename: str, sha256: str, problems: list):
+    """The array of filename from folder, or None. Accepted: the published .gz (SHA-256 equal), or a
+    recompressed .gz / uncompressed IDX file whose decompressed content has the published shape and dtype
+    (what differs is added to problems)."""
+    gz, raw = folder / filename, folder / filename.removesuffix(".gz")
+    if gz.is_file() and sha256_of(gz) == sha256:
+        return read_idx(gz)
+    stem = filename.removesuffix(".gz")
+    for candidate in (gz, raw):
+        if not candidate.is_file():
+            continue
+        try:
+            array = read_idx(candidate)
+        except ValueError as error:
+            problems.append(f"{candidate} is not a usable IDX file: {error}")
+            continue
+        expected = IDX_SHAPES.get(stem)
+        if array.dtype == np.uint8 and (expected is None or array.shape == expected):
+            return array
+        differs = "its gzip bytes differ from the published file's and " if candidate == gz else ""
+        problems.append(f"{candidate}: {differs}its content is {array.dtype}{array.shape}, "
+                        f"expected uint8{expected}")
+    return None
+
+
 def _load_idx_pair(name: str, files: dict, mirrors, split: str, root, opener) -> tuple[np.ndarray, np.ndarray]:
+    """All four files are looked for (and fetched) at once, so a missing one is named in the first error."""
     _check_split(split)
     prefix = "train" if split == "train" else "t10k"
-    wanted = {f: sha for f, sha in files.items() if f.startswith(prefix + "-")}
     folder = Path(root) if root is not None else cache_dir() / name
-    paths = fetch_all(wanted, mirrors, folder, opener=opener)
-    images = read_idx(paths[f"{prefix}-images-idx3-ubyte.gz"])
-    labels = read_idx(paths[f"{prefix}-labels-idx1-ubyte.gz"])
+    arrays, problems, missing = {}, [], {}
+    for filename, sha256 in files.items():
+        if filename.startswith(prefix + "-"):
+            arrays[filename] = _local_array(folder, filename, sha256, problems)
+            if arrays[filename] is None:
+                missing[filename] = sha256
+        elif not ((folder / filename).is_file() or (folder / filename.removesuffix(".gz")).is_file()):
+            missing[filename] = sha256
+    if missing:
+        try:
+            paths = fetch_all(missing, mirrors, folder, opener=opener)
+        except DownloadError as error:
+            found = "".join(f"\n{problem}" for problem in problems)
+            raise DownloadError(f"{error}\nEach file may also be there uncompressed (without .gz); "
+                                f"a recompressed .gz is accepted when its content is right.{found}") from None
+        arrays.update({f: read_idx(p) for f, p in paths.items() if f.startswith(prefix + "-")})
+    images = arrays[f"{prefix}-images-idx3-ubyte.gz"]
+    labels = arrays[f"{prefix}-labels-idx1-ubyte.gz"]
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels) or images.dtype != np.uint8:
         raise ValueError(f"{name} {split}: expected uint8 images (N, H, W) and labels (N,), "
                          f"got {images.dtype}{images.shape} and {labels.dtype}{labels.shape}")

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from tinyq.atomic import atomic_open
+from tinyq.atomic import sha256_file as sha256_of  # noqa: F401 (tinyq.data.sha256_of)
 
 Opener = Callable[..., object]  # opener(url, timeout=...) -> a readable, closable response
 
@@ -28,15 +29,6 @@ def cache_dir() -> Path:
         return Path(os.environ["TINYQ_DATA"]).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "tinyq"
-
-
-def sha256_of(path) -> str:
-    """hex SHA-256 of the file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _download_to(url: str, target: Path, sha256: str, opener: Opener, timeout: float) -> None:

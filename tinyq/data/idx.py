@@ -19,39 +19,68 @@ CODE_OF_DTYPE = {np.dtype(v).newbyteorder("="): k for k, v in TYPE_CODES.items()
 GZIP_MAGIC = b"\x1f\x8b"
 
 
-def _raw_bytes(path: Path) -> bytes:
-    blob = path.read_bytes()
-    if blob[:2] != GZIP_MAGIC:
-        if path.suffix == ".gz":
-            raise ValueError(f"{path}: name ends in .gz but the file is not gzip data")
-        return blob
-    try:
-        return gzip.decompress(blob)
-    except (OSError, EOFError, zlib.error) as error:
-        raise ValueError(f"{path}: corrupted gzip data ({error})") from None
+# deflate cannot expand data more than about 1032:1, so a gzip file of n bytes holds at most this much
+MAX_GZIP_RATIO = 1032
+
+
+def _is_gzip(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        return handle.read(2) == GZIP_MAGIC
+
+
+def read_idx_header(stream, path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
+    """(shape, big-endian dtype, header bytes) from the start of an open IDX stream."""
+    magic = stream.read(4)
+    if len(magic) < 4:
+        raise ValueError(f"{path}: not an IDX file (only {len(magic)} bytes, expected a 4-byte magic)")
+    zero, type_code, ndim = magic[:2], magic[2], magic[3]
+    if zero != b"\x00\x00" or type_code not in TYPE_CODES:
+        raise ValueError(f"{path}: wrong IDX magic {magic.hex()} (expected 0000 + type code "
+                         f"{'/'.join(f'{c:02x}' for c in TYPE_CODES)} + ndim)")
+    dims = stream.read(4 * ndim)
+    if len(dims) < 4 * ndim:
+        raise ValueError(f"{path}: truncated IDX header ({4 + len(dims)} bytes, expected {4 + 4 * ndim} "
+                         f"for {ndim} dims)")
+    return struct.unpack(f">{ndim}I", dims), np.dtype(TYPE_CODES[type_code]), 4 + 4 * ndim
 
 
 def read_idx(path) -> np.ndarray:
-    """array = IDX file at path (raw or gzip) as a native-endian ndarray with the file's shape."""
+    """array = IDX file at path (raw or gzip) as a native-endian ndarray with the file's shape.
+
+    Memory is bounded by what the header declares, and the declared size is checked against what the
+    file can hold before anything is allocated: a gzip file of n bytes decompresses to at most
+    1032 n bytes, a raw file holds exactly header + data.
+    """
     path = Path(path)
-    data = _raw_bytes(path)
-    if len(data) < 4:
-        raise ValueError(f"{path}: not an IDX file (only {len(data)} bytes, expected a 4-byte magic)")
-    zero, type_code, ndim = data[:2], data[2], data[3]
-    if zero != b"\x00\x00" or type_code not in TYPE_CODES:
-        raise ValueError(f"{path}: wrong IDX magic {data[:4].hex()} (expected 0000 + type code "
-                         f"{'/'.join(f'{c:02x}' for c in TYPE_CODES)} + ndim)")
-    header = 4 + 4 * ndim
-    if len(data) < header:
-        raise ValueError(f"{path}: truncated IDX header ({len(data)} bytes, expected {header} for {ndim} dims)")
-    shape = struct.unpack(f">{ndim}I", data[4:header])
-    dtype = np.dtype(TYPE_CODES[type_code])
-    expected = header + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if len(data) != expected:
-        kind = "truncated" if len(data) < expected else "has trailing bytes"
-        raise ValueError(f"{path}: IDX file {kind}: shape {shape} of {dtype.name} needs {expected} bytes, "
-                         f"file has {len(data)}")
-    array = np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
+    gzipped = _is_gzip(path)
+    if not gzipped and path.suffix == ".gz":
+        raise ValueError(f"{path}: name ends in .gz but the file is not gzip data")
+    file_size = path.stat().st_size
+    try:
+        with (gzip.open(path, "rb") if gzipped else open(path, "rb")) as stream:
+            shape, dtype, header = read_idx_header(stream, path)
+            count = 1
+            for n in shape:            # Python ints: 2^96 elements is a number, not an overflow
+                count *= n
+            needed = count * dtype.itemsize
+            can_hold = MAX_GZIP_RATIO * file_size if gzipped else file_size - header
+            if needed > can_hold:
+                what = f"a {file_size}-byte gzip file decompresses to at most {can_hold} bytes" if gzipped \
+                    else f"the file is truncated: it holds {can_hold} bytes after the header"
+                raise ValueError(f"{path}: IDX header declares shape {shape} of {dtype.name} = {count} elements "
+                                 f"({needed} bytes), but {what}")
+            data = stream.read(needed)
+            if len(data) < needed:
+                raise ValueError(f"{path}: IDX file truncated: shape {shape} of {dtype.name} needs "
+                                 f"{header + needed} bytes, file has {header + len(data)}")
+            if stream.read(1):
+                raise ValueError(f"{path}: IDX file has trailing bytes after the {header + needed} bytes "
+                                 f"that shape {shape} of {dtype.name} needs")
+    except (OSError, EOFError, zlib.error) as error:
+        if not gzipped:
+            raise
+        raise ValueError(f"{path}: corrupted gzip data ({error})") from None
+    array = np.frombuffer(data, dtype=dtype).reshape(shape)
     return array.astype(dtype.newbyteorder("="))
 
 

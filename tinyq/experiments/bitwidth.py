@@ -13,7 +13,6 @@ fine-tunes a copy for a few epochs with SGD. Every random choice comes from --se
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -173,36 +172,35 @@ def sensitivity(model, train_set, test_set, bits: int = 2, observer: str = "minm
 
 # ---------------------------------------------------------------------------- used by `tinyq sweep` / `tinyq sensitivity`
 
-def float_model(args, echo):
-    """Train the float model from --seed (or load --checkpoint); returns (model, train_set, test_set)."""
-    import tinyq as tq
-
-    train_set, test_set = load_data(args.dataset)
-    model = build_model(args.model, train_set.x.shape[1:], int(train_set.y.max()) + 1, rng=generator(args.seed, 0))
-    if args.checkpoint:
-        model.load_state_dict(tq.load(args.checkpoint))
-        echo(f"loaded {args.model} from {args.checkpoint}")
-    else:
-        settings = FLOAT_DEFAULTS[args.model]
-        epochs = args.epochs or settings["epochs"]
-        from tinyq.train import fast_mode
-        if fast_mode():
-            epochs = min(epochs, 5)
-        started = time.perf_counter()
-        train_float(model, train_set, args.seed, epochs, args.model, progress=args.progress)
-        out = Path(args.out)
-        tq.save(model.state_dict(), out / "float.npz")
-        echo(f"trained float {args.model} on {args.dataset} for {epochs} epochs in "
-             f"{time.perf_counter() - started:.1f} s (saved to {out / 'float.npz'}; reuse with --checkpoint)")
-    return model, train_set, test_set
+def checkpoint_candidates(image_shape: tuple, num_classes: int = 10) -> dict:
+    """{description: model} of the float models tinyq writes, to name what a mismatched checkpoint holds."""
+    from tinyq import models
+    candidates = {}
+    for name in FLOAT_DEFAULTS:
+        try:
+            candidates[f"a `tinyq sweep --model {name}` float model"] = build_model(name, image_shape, num_classes)
+            candidates[f"a `tinyq train --model {name}` model"] = models.for_images(name, image_shape, num_classes)
+        except ValueError:      # lenet on 8x8 images
+            continue
+    return candidates
 
 
-def write_sensitivity(records, out: Path, echo, bits: int, observer: str):
-    from tinyq.experiments.plotting import bar_plot, save_figure
-    from tinyq.records import format_table, save_csv, save_json
-    echo(format_table(records, title=f"per-layer sensitivity: one layer at a time at {bits} bits (PTQ {observer})"))
-    save_json(records, out / "sensitivity.json", metadata={"bits": bits, "observer": observer})
-    save_csv(records, out / "sensitivity.csv")
-    save_figure(bar_plot(records, "layer", "drop", title=f"accuracy drop with one layer at {bits} bits",
-                         ylabel="accuracy drop (fp32 − quantized)"), out / "sensitivity.png")
-    echo(f"wrote {out / 'sensitivity.json'}, .csv and .png")
+def float_epochs(model_name: str, epochs: int | None) -> int:
+    """--epochs or the model's default; at most 5 under TINYQ_FAST."""
+    from tinyq.train import fast_mode
+    epochs = epochs or FLOAT_DEFAULTS[model_name]["epochs"]
+    return min(epochs, 5) if fast_mode() else epochs
+
+
+def plot_sweep(records: list, model_name: str, dataset: str):
+    """Accuracy against bits, one line per method, fp32 as a reference line (records[0])."""
+    from tinyq.experiments.plotting import line_plot
+    return line_plot(records[1:], "bits", "accuracy", group="method", reference={"fp32": records[0]["accuracy"]},
+                     title=f"{model_name} on {dataset}: accuracy vs bit-width (W = A bits)",
+                     xlabel="bits (weights and activations)", ylabel="test accuracy", invert_x=True)
+
+
+def plot_sensitivity(records: list, bits: int):
+    from tinyq.experiments.plotting import bar_plot
+    return bar_plot(records, "layer", "drop", title=f"accuracy drop with one layer at {bits} bits",
+                    ylabel="accuracy drop (fp32 − quantized)")

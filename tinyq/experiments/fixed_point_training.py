@@ -30,6 +30,7 @@ from tinyq.formats import fixed_point
 from tinyq.function import Function
 
 ROUNDINGS = ("nearest_even", "stochastic")
+MAX_WORD_BITS = 16      # float64 arithmetic is exact for products and sums of such words (see above)
 
 
 def default_frac_bits(word_bits: int, frac_bits=range(4, 15)) -> list:
@@ -87,12 +88,19 @@ def train_one(word_bits: int | None, frac_bits: int | None, rounding: str = "nea
 
     if rounding not in ROUNDINGS:
         raise ValueError(f"rounding must be one of {ROUNDINGS}, got {rounding!r}")
+    for name, value in dict(epochs=epochs, batch_size=batch_size, hidden=hidden).items():
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if not isinstance(lr, (int, float)) or not np.isfinite(lr) or lr <= 0:
+        raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
     activation_rounding = activation_rounding or rounding
     if activation_rounding not in ROUNDINGS:
         raise ValueError(f"activation_rounding must be one of {ROUNDINGS}, got {activation_rounding!r}")
     if word_bits is None:
         fmt, dtype = None, np.float32
     else:
+        if not isinstance(word_bits, (int, np.integer)) or not 2 <= word_bits <= MAX_WORD_BITS:
+            raise ValueError(f"word_bits must be in 2..{MAX_WORD_BITS}, got {word_bits!r}")
         if frac_bits is None or not 0 <= frac_bits <= word_bits - 1:
             raise ValueError(f"a {word_bits}-bit signed word has 0..{word_bits - 1} fraction bits, got {frac_bits}")
         fmt, dtype = QFormat(int_bits=word_bits - 1 - frac_bits, frac_bits=frac_bits, signed=True), np.float64
@@ -100,7 +108,7 @@ def train_one(word_bits: int | None, frac_bits: int | None, rounding: str = "nea
     x_train = x_train.reshape(len(x_train), -1).astype(dtype)
     x_test = x_test.reshape(len(x_test), -1).astype(dtype)
 
-    model = models.mlp((x_train.shape[1], hidden, 10), rng=np.random.default_rng(seed))
+    model = models.mlp((x_train.shape[1], hidden, int(y_train.max()) + 1), rng=np.random.default_rng(seed))
     rounding_rng = np.random.default_rng([seed, 1])
     params = list(model.parameters())
     for p in params:
@@ -149,23 +157,41 @@ def train_one(word_bits: int | None, frac_bits: int | None, rounding: str = "nea
     }
 
 
+def configurations(word_bits, frac_bits=None, roundings=ROUNDINGS) -> list:
+    """[(w, n, rounding)]: the fp32 reference (None, None, ...) first, then each word length w with the given
+    fraction lengths that fit it (n <= w - 1), or `default_frac_bits(w)`. Every word and every given n must
+    be used at least once (else a ValueError naming it)."""
+    configs = [(None, None, "nearest_even")]
+    for n in frac_bits or ():
+        if not any(0 <= n <= w - 1 for w in word_bits):
+            raise ValueError(f"frac_bits {n} fits none of the word lengths word_bits {list(word_bits)} "
+                             "(a w-bit signed word has 0..w-1 fraction bits)")
+    for w in word_bits:
+        if not isinstance(w, (int, np.integer)) or not 2 <= w <= MAX_WORD_BITS:
+            raise ValueError(f"word_bits must be in 2..{MAX_WORD_BITS}, got {w!r}")
+        fractions = default_frac_bits(w) if frac_bits is None else [n for n in frac_bits if 0 <= n <= w - 1]
+        if not fractions:
+            raise ValueError(f"word_bits {w} gets no fraction length to try (a {w}-bit word has 0..{w - 1} "
+                             f"fraction bits; the default 4..14 keeps n <= w - 2): give frac_bits")
+        configs += [(w, n, r) for n in fractions for r in roundings]
+    return configs
+
+
 def run(word_bits=(16, 12, 8), frac_bits=None, roundings=ROUNDINGS, *, epochs: int = 10, lr: float = 0.1,
         batch_size: int = 32, hidden: int = 128, seed: int = 0, activation_rounding: str | None = None,
-        progress: bool | None = None) -> list:
-    """Records: the fp32 reference, then one per (word_bits, frac_bits, rounding).
+        dataset: str = "digits", progress: bool | None = None) -> list:
+    """Records: the fp32 reference, then one per (word_bits, frac_bits, rounding) of `configurations`.
 
-    frac_bits None: `default_frac_bits(w)` for each word length w; else the given fraction
-    lengths that fit the word (frac_bits <= w - 1).
+    dataset: digits (the paper's setting here, 8x8 images) | mnist | fashion, images flattened.
     """
     from tqdm.auto import tqdm
 
-    from tinyq.data import load_digits
+    from tinyq.data import LOADERS
 
-    data = (load_digits("train"), load_digits("test"))
-    configs = [(None, None, "nearest_even")]
-    for w in word_bits:
-        fractions = default_frac_bits(w) if frac_bits is None else [n for n in frac_bits if n <= w - 1]
-        configs += [(w, n, r) for n in fractions for r in roundings]
+    if dataset not in LOADERS:
+        raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(LOADERS)}")
+    configs = configurations(word_bits, frac_bits, roundings)
+    data = (LOADERS[dataset]("train"), LOADERS[dataset]("test"))
     options = dict(epochs=epochs, lr=lr, batch_size=batch_size, hidden=hidden, seed=seed,
                    activation_rounding=activation_rounding, data=data)
     import sys

@@ -60,8 +60,8 @@ def bar_plot(records: list, x: str, y: str, title: str = "", xlabel: str | None 
     return fig
 
 
-def save_figure(fig: Figure, path, dpi: int = 120) -> None:
-    """Write the figure to `path` (format from the suffix) via a temporary file and a rename."""
-    fmt = os.path.splitext(os.fspath(path))[1].lstrip(".") or "png"
+def save_figure(fig: Figure, path, dpi: int = 120, format: str | None = None) -> None:
+    """Write the figure to `path` (format from the suffix unless given) via a temporary file and a rename."""
+    fmt = format or os.path.splitext(os.fspath(path))[1].lstrip(".") or "png"
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=dpi, format=fmt)

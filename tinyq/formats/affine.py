@@ -209,10 +209,12 @@ def calculate_qparams(lo, hi, bits: int = 8, symmetric: bool = False, signed: bo
         return QParams(scale.astype(np.float32), zero_point.astype(np.int64), bits, signed, axis, narrow_range)
 
     if symmetric:
+        ### BEGIN SOLUTION 5.3
         amax = np.maximum(-lo, hi)
         scale = np.maximum(amax / np.float32((qmax - qmin) / 2), eps)
         zero_point = np.full(scale.shape, 0 if signed else (qmin + qmax + 1) // 2, dtype=np.int64)
         return make(scale, zero_point)
+        ### END SOLUTION
     ### BEGIN SOLUTION 5.1
     scale = np.maximum((hi - lo) / np.float32(qmax - qmin), eps)
     zero_point = qmin - np.rint(lo / scale).astype(np.int64)
@@ -267,7 +269,9 @@ def dequantize(q, qp: QParams) -> np.ndarray:
     scale, zero_point, _ = qp.broadcast(q.ndim)
     if qp.per_channel and q.shape[qp.axis] != qp.scale.size:
         raise ValueError(f"dequantize expects q.shape[{qp.axis}] == {qp.scale.size} channels, got shape {q.shape}")
+    ### BEGIN SOLUTION 5.4
     return (q.astype(np.int64) - zero_point).astype(np.float32) * scale
+    ### END SOLUTION
 
 
 def fake_quantize(x, qp: QParams) -> np.ndarray:

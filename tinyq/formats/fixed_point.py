@@ -176,10 +176,12 @@ def apply_overflow(value, qmin: int, qmax: int, mode: str = "saturate") -> np.nd
     """saturate: clamp(v, qmin, qmax);  wrap: qmin + (v - qmin) mod (qmax - qmin + 1)   (int64)."""
     _check_mode(mode, OVERFLOW_MODES, "overflow")
     value = np.asarray(value).astype(np.int64)
+    ### BEGIN SOLUTION 4.3
     if mode == "saturate":
         return np.clip(value, qmin, qmax)
     span = qmax - qmin + 1                           # 2^w: wrap is two's complement (or modulo for unsigned)
     return qmin + np.mod(value - qmin, span)
+    ### END SOLUTION
 
 
 # ---- float <-> fixed ----
@@ -318,6 +320,7 @@ def matmul(qa, fmt_a: QFormat, qb, fmt_b: QFormat, out_fmt: QFormat, acc_bits: i
     else:
         if not isinstance(acc_bits, (int, np.integer)) or not 2 <= acc_bits <= 63:
             raise ValueError(f"matmul acc_bits must be an int in [2, 63] or None, got {acc_bits!r}")
+        ### BEGIN SOLUTION 4.4
         acc_min, acc_max = -(2 ** (acc_bits - 1)), 2 ** (acc_bits - 1) - 1
         if acc_overflow == "wrap":                   # wrapping is modular, so the order of the sum is irrelevant
             acc = apply_overflow(qa @ qb, acc_min, acc_max, "wrap")   # int64 wraps mod 2^64, a multiple of 2^acc
@@ -326,6 +329,7 @@ def matmul(qa, fmt_a: QFormat, qb, fmt_b: QFormat, out_fmt: QFormat, acc_bits: i
             for k in range(depth):
                 product = qa[..., k, None] * qb[k] if qb.ndim == 2 else qa[..., k] * qb[k]
                 acc = np.clip(acc + np.clip(product, acc_min, acc_max), acc_min, acc_max)
+        ### END SOLUTION
     shift = fmt_a.frac_bits + fmt_b.frac_bits - out_fmt.frac_bits
     rounded = round_shift(_clip_before_left_shift(acc, shift, out_fmt, overflow), shift, rounding, rng)
     return apply_overflow(rounded, out_fmt.qmin, out_fmt.qmax, overflow)

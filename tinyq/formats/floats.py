@@ -129,11 +129,13 @@ class FloatFormat:
 
     def ulp(self, x) -> np.ndarray:
         """ulp(x) = 2^(clip(floor(log2|x|), emin, emax) - m): grid spacing in x's binade (float32)."""
+        ### BEGIN SOLUTION 3.4
         magnitude = np.abs(np.asarray(x, dtype=np.float64))
         _, exponent_plus_one = np.frexp(magnitude)             # |x| = f · 2^k, f in [0.5, 1)
         exponent = np.clip(np.where(magnitude > 0, exponent_plus_one - 1, self.emin), self.emin, self.emax)
         spacing = np.ldexp(1.0, exponent - self.mantissa_bits)
         return np.where(np.isfinite(magnitude), spacing, np.nan).astype(np.float32)
+        ### END SOLUTION
 
     def __str__(self) -> str:
         return self.name
@@ -274,6 +276,7 @@ def decode(sign, exponent, mantissa, fmt: FloatFormat) -> np.ndarray:
             raise ValueError(f"decode: {fmt.name} {name} field must lie in [0, {limits[name]}], "
                              f"got values in [{array.min()}, {array.max()}]")
         fields[name] = array
+    ### BEGIN SOLUTION 3.3
     s, e, mant = np.broadcast_arrays(fields["sign"], fields["exponent"], fields["mantissa"])
     m = fmt.mantissa_bits
     significand = np.where(e > 0, mant + 2 ** m, mant).astype(np.float64)   # integer steps of 2^(exp - m)
@@ -284,6 +287,7 @@ def decode(sign, exponent, mantissa, fmt: FloatFormat) -> np.ndarray:
     elif fmt.convention == "fn":
         magnitude = np.where(top & (mant == 2 ** m - 1), np.nan, magnitude)
     return np.where(s == 1, -magnitude, magnitude).astype(np.float32)
+    ### END SOLUTION
 
 
 def to_bits(x, fmt: FloatFormat) -> np.ndarray:

@@ -208,7 +208,9 @@ def fake_quantize_ste(x, qparams: QParams) -> Tensor:
 
 def lsq_grad_scale(elements_per_step: int, qmax: int) -> float:
     """g = 1 / sqrt(N · qmax): keeps the step's update in proportion to the weights' (Esser et al. 2019, §2.2)."""
+    ### BEGIN SOLUTION 7.4
     return 1.0 / math.sqrt(max(int(elements_per_step), 1) * max(qmax, 1))
+    ### END SOLUTION
 
 
 def lsq_fake_quantize(x, step_size, bits: int, signed: bool, narrow_range: bool = False,
@@ -233,6 +235,7 @@ def _data(value):
 
 def lsq_init_step_size(x: np.ndarray, qmax: int, axis: int | None = None) -> np.ndarray:
     """s₀ = 2·mean(|x|)/sqrt(qmax) (Esser et al. 2019), per channel along `axis` if given; float32, > 0."""
+    ### BEGIN SOLUTION 7.4
     x = np.abs(np.asarray(x, dtype=np.float32))
     if axis is None:
         mean = x.mean() if x.size else np.float32(0)
@@ -240,6 +243,7 @@ def lsq_init_step_size(x: np.ndarray, qmax: int, axis: int | None = None) -> np.
         mean = np.moveaxis(x, axis, 0).reshape(x.shape[axis], -1).mean(axis=1)
     step = 2.0 * mean / math.sqrt(max(qmax, 1))
     return np.maximum(step, np.finfo(np.float32).eps).astype(np.float32)
+    ### END SOLUTION
 
 
 def pact_fake_quantize(x, alpha, bits: int) -> Tensor:

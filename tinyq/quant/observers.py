@@ -120,10 +120,12 @@ class Observer:
 
 def _batch_min_max(batch: np.ndarray, channel_axis: int | None) -> tuple[np.ndarray, np.ndarray]:
     """(min, max) over the whole batch, or over every axis but channel_axis (one value per channel)."""
+    ### BEGIN SOLUTION 6.1
     if channel_axis is None:
         return batch.min(), batch.max()
     rows = np.moveaxis(batch, channel_axis, 0).reshape(batch.shape[channel_axis], -1)
     return rows.min(axis=1), rows.max(axis=1)
+    ### END SOLUTION
 
 
 class MinMaxObserver(Observer):
@@ -135,11 +137,7 @@ class MinMaxObserver(Observer):
         if batch is None:
             return x
         ### BEGIN SOLUTION 6.1
-        if self._channel_axis is None:
-            batch_min, batch_max = batch.min(), batch.max()
-        else:                                    # one row per channel, then reduce each row
-            rows = np.moveaxis(batch, self._channel_axis, 0).reshape(batch.shape[self._channel_axis], -1)
-            batch_min, batch_max = rows.min(axis=1), rows.max(axis=1)
+        batch_min, batch_max = _batch_min_max(batch, self._channel_axis)
         if self.min_val is None:
             self.min_val, self.max_val = batch_min, batch_max
         else:
@@ -243,6 +241,7 @@ class Histogram:
 
     def quantile(self, fraction: float) -> float:
         """Smallest t with F(t) = fraction · total, interpolating linearly inside a bin."""
+        ### BEGIN SOLUTION 6.3
         cumulative, edges = self.cumulative(), self.edges
         target = fraction * cumulative[-1]
         i = int(np.searchsorted(cumulative, target, side="left"))
@@ -252,6 +251,7 @@ class Histogram:
         inside = cumulative[i] - cumulative[i - 1]
         step = 0.0 if inside == 0 else (target - cumulative[i - 1]) / inside
         return float(edges[i - 1] + step * (edges[i] - edges[i - 1]))
+        ### END SOLUTION
 
     def abs_histogram(self) -> tuple[np.ndarray, float]:
         """(counts of |x| over [0, amax] in `bins` bins, amax), from F_|x|(t) = F(t) − F(−t)."""
@@ -347,6 +347,7 @@ class MSEObserver(_HistogramObserver):
         super().__init__(bins=bins, **kwargs)
 
     def _clip_range(self):
+        ### BEGIN SOLUTION 6.4
         edges = self.histogram.edges
         centres = ((edges[:-1] + edges[1:]) / 2).astype(np.float32)
         counts = self.histogram.counts
@@ -361,6 +362,7 @@ class MSEObserver(_HistogramObserver):
                 best_error, best_alpha = total, alpha
         self.alpha = best_alpha
         return np.float32(best_alpha * self.min_val), np.float32(best_alpha * self.max_val)
+        ### END SOLUTION
 
 
 def _kl_divergence_of_clipping(counts: np.ndarray, kept_bins: int, levels: int) -> float:

@@ -180,3 +180,23 @@ def test_qdq_export_refuses_an_observing_model(digits):
     observing(Tensor(x[:64]))                   # QAT: observers on, fake quantization on
     with pytest.raises(UnsupportedLayerError, match="convert"):
         to_onnx(observing)
+
+
+def test_export_command_takes_a_train_run_without_further_arguments(tmp_path, monkeypatch, capsys):
+    """The graph on raw test images (pixels in [0, 1]) scores exactly the best checkpoint's test accuracy
+    that `tinyq train` reported: the standardization inside the graph is the one training used."""
+    from tinyq.cli import main
+    from tinyq.interop.safetensors import load_safetensors
+    from tinyq.train import run
+
+    monkeypatch.setenv("TINYQ_FAST", "1")
+    summary = run("mlp", "digits", epochs=1, seed=3, out=tmp_path / "run", progress=False, echo=None)["summary"]
+    assert main(["export", str(tmp_path / "run"), "--onnx", str(tmp_path / "m.onnx"),
+                 "--safetensors", str(tmp_path / "m.safetensors"), "--check"]) in (0, None)
+    x_test, y_test = load_digits("test")
+    accuracy = np.mean(run_onnx(tmp_path / "m.onnx", x_test).argmax(1) == y_test)
+    assert accuracy == summary["best_test_accuracy"]
+    assert sorted(load_safetensors(tmp_path / "m.safetensors")) == ["1.bias", "1.weight", "3.bias", "3.weight"]
+    assert "equal predictions 1.0000" in capsys.readouterr().out
+    assert main(["export", str(tmp_path / "run")]) == 2                   # nothing asked for: a one-line error
+    assert "nothing to export" in capsys.readouterr().err

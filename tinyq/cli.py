@@ -46,6 +46,7 @@ COMMAND_MODULES: list[str] = [
     "tinyq.commands.grading",
     "tinyq.commands.prune",
     "tinyq.commands.amp",
+    "tinyq.commands.export",
 ]
 
 

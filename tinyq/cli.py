@@ -44,6 +44,7 @@ COMMAND_MODULES: list[str] = [
     "tinyq.commands.sweep",
     "tinyq.commands.lowprec",
     "tinyq.commands.grading",
+    "tinyq.commands.integer",
     "tinyq.commands.prune",
     "tinyq.commands.amp",
     "tinyq.commands.export",

@@ -8,18 +8,23 @@ This package imports only numpy and numba.
 """
 from __future__ import annotations
 
-try:
-    import numba
-except ImportError:  # pragma: no cover - numba is a declared dependency, but stay usable without it
-    numba = None
+from tinyq.kernels.numba_jit import JIT_AVAILABLE, jit, numba  # noqa: F401  (numba: for callers that check it)
 
-JIT_AVAILABLE = numba is not None and not numba.config.DISABLE_JIT
+# Exports. The function int_gemm shadows the module of the same name as an attribute of this package:
+# import functions from their modules (`from tinyq.kernels.int_gemm import int_gemm`) or from here,
+# never the module as `tinyq.kernels.int_gemm`.
+from tinyq.kernels.accumulate import accumulate_gemm, accumulate_gemm_reference
+from tinyq.kernels.int_gemm import (
+    exact_block_size,
+    int_gemm,
+    int_gemm_blas,
+    int_gemm_reference,
+    zero_point_correction,
+)
+from tinyq.kernels.int_ops import add_bias_int32, int_im2col, int_max_pool2d
+from tinyq.kernels.packing import pack_int4, unpack_int4
+from tinyq.kernels.requant import quantize_multiplier, requantize, requantize_reference
 
-
-def jit(function=None, **options):
-    """numba.njit(cache=True, **options) when numba is installed, the function itself otherwise."""
-    def decorate(fn):
-        if numba is None:
-            return fn
-        return numba.njit(cache=True, **options)(fn)
-    return decorate(function) if function is not None else decorate
+__all__ = ["JIT_AVAILABLE", "accumulate_gemm", "accumulate_gemm_reference", "add_bias_int32", "exact_block_size",
+           "int_gemm", "int_gemm_blas", "int_gemm_reference", "int_im2col", "int_max_pool2d", "jit", "pack_int4",
+           "quantize_multiplier", "requantize", "requantize_reference", "unpack_int4", "zero_point_correction"]

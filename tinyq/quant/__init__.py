@@ -10,9 +10,12 @@
     fold         BatchNorm folding (fold_bn_params, fold_batchnorm)
     qat          QuantLinear / QuantConv2d, prepare_qat / convert, model_size_bytes
     ptq          prepare / calibrate / quantize_ptq (convert is qat's)
-    qtensor      QTensor: integer codes + QParams, dequantize()
+    qtensor      QTensor: integer codes + QParams, dequantize(), int4 packed storage
+    int_modules  integer-only inference: IntLinear / IntConv2d / IntMaxPool2d, to_integer, stored_bits
+    equivalence  the integer model vs its fake-quant model, layer by layer (`tinyq intcheck`)
 
-Layering inside the package: observers, fake_quant -> quantizers -> config -> fold -> qat -> ptq.
+Layering inside the package: observers, fake_quant -> quantizers -> config -> fold -> qat -> ptq;
+qtensor -> int_modules -> equivalence.
 """
 from tinyq.quant import config, fake_quant, fold, observers, ptq, qat, qtensor, quantizers
 from tinyq.quant.config import QConfig, QuantConfig, QuantSpec

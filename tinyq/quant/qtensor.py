@@ -2,8 +2,9 @@
 
 A QTensor is storage for inference, not a Tensor: it has no autograd and no
 arithmetic of its own. `dequantize()` returns the float32 values it stands for;
-`nbytes` counts the bytes it would take with its codes packed at `bits` each.
-The integer-inference chapter builds its kernels on top of this.
+`nbytes` counts the bytes its storage really takes: codes of up to 4 bits are packed two per byte
+(`packed()`, `QTensor.from_packed`, tinyq.kernels.packing), 5..8-bit codes take a byte each and
+9..16-bit codes two. The integer-inference chapter builds its kernels on top of this.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import math
 import numpy as np
 
 from tinyq.formats.affine import QParams, dequantize, quantize
+from tinyq.kernels.packing import pack_int4, unpack_int4
 
 __all__ = ["QTensor"]
 
@@ -58,9 +60,32 @@ class QTensor:
         return self.qparams.bits
 
     @property
+    def storage_bits(self) -> int:
+        """Bits one code takes in storage: 4 (two per byte) up to 4 bits, else 8 · the dtype's size."""
+        return 4 if self.qparams.bits <= 4 else 8 * self.values.dtype.itemsize
+
+    @property
     def nbytes(self) -> int:
-        """ceil(size · bits / 8): the codes packed densely (two int4 per byte), without the qparams."""
-        return math.ceil(self.values.size * self.qparams.bits / 8)
+        """ceil(size · storage_bits / 8): the bytes of `packed()`, without the qparams."""
+        return math.ceil(self.values.size * self.storage_bits / 8)
+
+    def packed(self) -> np.ndarray:
+        """The stored bytes: pack_int4 of the codes (≤ 4 bits), else the codes themselves (flattened)."""
+        if self.qparams.bits <= 4:
+            return pack_int4(self.values, signed=self.qparams.signed)
+        return self.values.reshape(-1).copy()
+
+    @classmethod
+    def from_packed(cls, packed: np.ndarray, shape: tuple, qparams: QParams) -> "QTensor":
+        """The inverse of packed(): QTensor of `shape` from the stored bytes."""
+        count = math.prod(shape)
+        if qparams.bits <= 4:
+            values = unpack_int4(packed, count, signed=qparams.signed)
+        else:
+            values = np.asarray(packed)
+            if values.size != count:
+                raise ValueError(f"QTensor.from_packed expects {count} codes for shape {tuple(shape)}, got {values.size}")
+        return cls(values.reshape(shape), qparams)
 
     def __repr__(self) -> str:
         kind = "per-channel" if self.qparams.per_channel else "per-tensor"

@@ -39,6 +39,8 @@ from tinyq.interop.graph import (
     export_module,
     register_exporter,
 )
+from tinyq.interop.integer import export_integer_model
+from tinyq.quant.int_modules import IntegerModel
 
 try:                                    # optional extra: pip install tinyq[interop]
     import onnx
@@ -77,11 +79,13 @@ def _check_opset(opset) -> int:
 
 
 def to_onnx(model, path=None, *, input_shape=(1, 8, 8), mean=None, std=None, opset: int = DEFAULT_OPSET,
-            name: str = "tinyq") -> onnx.ModelProto:
+            name: str = "tinyq", requantization: str = "gemmlowp", trace: bool = False) -> onnx.ModelProto:
     """The ONNX model of y = model((x − mean) / std) for x of shape (N, *input_shape); written to path if given.
 
     model: a float, fake-quant (tinyq.quant QuantLinear/QuantConv2d, frozen) or integer (to_integer)
     model in eval mode. mean/std: the standardization the model was trained with (per channel).
+    Integer models: requantization "gemmlowp" (bit for bit tinyq's) or "float" (as ONNX Runtime's QLinear
+    kernels); trace=True adds every integer layer's output codes as graph outputs after the logits.
     The graph passes onnx.checker (full check, with shape inference) before it is returned.
     """
     opset = _check_opset(opset)
@@ -92,11 +96,19 @@ def to_onnx(model, path=None, *, input_shape=(1, 8, 8), mean=None, std=None, ops
         raise ValueError(f"to_onnx expects input_shape (C, H, W) of the images, got {input_shape}")
     g = OnnxGraph()
     x = g.fresh("images")
-    y, rank = export_module(g, model, "", _standardize(g, x, mean, std, input_shape[0]), 4)
+    standardized = _standardize(g, x, mean, std, input_shape[0])
+    traced = [] if trace else None
+    if isinstance(model, IntegerModel):
+        y, rank = export_integer_model(g, model, standardized, requantization, traced), 2
+    else:
+        y, rank = export_module(g, model, "", standardized, 4)
     y = g.node("Identity", [y], "logits")
+    outputs = [helper.make_tensor_value_info(y, TensorProto.FLOAT, ["N", *(f"d{i}" for i in range(1, rank))])]
+    outputs += [helper.make_tensor_value_info(t, kind, ["N", *(f"{t}_d{i}" for i in range(1, rank))])
+                for t, kind, rank in traced or ()]
     graph = helper.make_graph(
-        g.nodes, name, [helper.make_tensor_value_info(x, TensorProto.FLOAT, ["N", *input_shape])],
-        [helper.make_tensor_value_info(y, TensorProto.FLOAT, ["N", *(f"d{i}" for i in range(1, rank))])], initializer=g.initializers)
+        g.nodes, name, [helper.make_tensor_value_info(x, TensorProto.FLOAT, ["N", *input_shape])], outputs,
+        initializer=g.initializers)
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="tinyq")
     proto.ir_version = min(proto.ir_version, _ir_version(opset))
     onnx.checker.check_model(proto, full_check=True)
@@ -112,7 +124,7 @@ def _ir_version(opset: int) -> int:
     return min(irs) if irs else onnx.IR_VERSION
 
 
-def run_onnx(model, x: np.ndarray, threads: int | None = None, optimization: str = "all") -> np.ndarray:
+def run_onnx(model, x: np.ndarray, threads: int | None = None, optimization: str = "all", all_outputs: bool = False):
     """Run an ONNX model (ModelProto, bytes or path) on x in ONNX Runtime's CPU provider; returns the output.
 
     optimization "all" (the runtime's default: QDQ patterns fused into integer kernels), "basic" (constant
@@ -122,7 +134,8 @@ def run_onnx(model, x: np.ndarray, threads: int | None = None, optimization: str
     """
     _require()
     session = session_for(model, threads, optimization)
-    return session.run(None, {session.get_inputs()[0].name: np.ascontiguousarray(x, dtype=np.float32)})[0]
+    outputs = session.run(None, {session.get_inputs()[0].name: np.ascontiguousarray(x, dtype=np.float32)})
+    return outputs if all_outputs else outputs[0]
 
 
 OPTIMIZATION_LEVELS = {"none": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",

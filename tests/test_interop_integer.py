@@ -5,14 +5,14 @@ import pytest
 pytest.importorskip("onnx", reason="ONNX export needs the interop extra: pip install 'tinyq[interop]'")
 pytest.importorskip("onnxruntime", reason="checking exports needs onnxruntime: pip install 'tinyq[interop]'")
 
-from tinyq import models  # noqa: E402
-from tinyq.data.datasets import load_digits  # noqa: E402
-from tinyq.interop.graph import UnsupportedLayerError  # noqa: E402
-from tinyq.interop.onnx import run_onnx, to_onnx  # noqa: E402
-from tinyq.kernels.requant import requantize_reference  # noqa: E402
-from tinyq.quant import ptq  # noqa: E402
-from tinyq.quant.config import QConfig, QuantConfig, QuantSpec  # noqa: E402
-from tinyq.quant.int_modules import IntConv2d, IntLinear, to_integer  # noqa: E402
+from tinyq import models
+from tinyq.data.datasets import load_digits
+from tinyq.interop.graph import UnsupportedLayerError
+from tinyq.interop.onnx import run_onnx, to_onnx
+from tinyq.kernels.requant import requantize_reference
+from tinyq.quant import ptq
+from tinyq.quant.config import QConfig, QuantConfig, QuantSpec
+from tinyq.quant.int_modules import IntConv2d, IntLinear, to_integer
 
 
 @pytest.fixture(scope="module")

@@ -34,14 +34,14 @@ ARGS = parse_args() if __name__ == "__main__" else None
 if ARGS is not None:
     common.pin_threads(ARGS.threads)
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from tinyq import autograd_state, models  # noqa: E402
-from tinyq.data.datasets import load_digits  # noqa: E402
-from tinyq.interop.onnx import session_for, to_onnx  # noqa: E402
-from tinyq.quant import quantize_ptq  # noqa: E402
-from tinyq.quant.int_modules import to_integer  # noqa: E402
-from tinyq.tensor import Tensor  # noqa: E402
+from tinyq import autograd_state, models
+from tinyq.data.datasets import load_digits
+from tinyq.interop.onnx import session_for, to_onnx
+from tinyq.quant import quantize_ptq
+from tinyq.quant.int_modules import to_integer
+from tinyq.tensor import Tensor
 
 
 def _ort(proto, x, threads):

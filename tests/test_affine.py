@@ -68,7 +68,7 @@ def test_qparams_per_channel_shapes_are_checked():
 @pytest.mark.parametrize("bits", range(2, 17))
 @pytest.mark.parametrize("signed", [False, True])
 @pytest.mark.parametrize("narrow_range", [False, True])
-def test_integer_range_and_storage_dtype(bits, signed, narrow_range):
+def test_integer_range_and_code_dtype(bits, signed, narrow_range):
     qp = QParams(scale=1.0, zero_point=0 if signed else 2**bits - 1, bits=bits, signed=signed,
                  narrow_range=narrow_range)
     assert qp.qmax - qp.qmin + 1 == 2**bits - int(narrow_range)

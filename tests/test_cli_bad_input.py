@@ -100,6 +100,27 @@ TABLE = {
         "--compression-sparsity": [["1.5"]],
         "--seed": [["-1"]],
     }),
+    "distill": (["distill", "--temperatures", "2", "--alphas", "0.9", "--seeds", "1", "--student-epochs", "1",
+                 "--teacher-epochs", "1", "--teacher-width", "4", "--limit", "64", "--no-progress"], {
+        "--dataset": [["cifar"]],
+        "--temperatures": [["0"], ["-1"], ["nan"], ["x"]],
+        "--alphas": [["1.5"], ["-0.1"], ["nan"]],
+        "--seeds": [["0"]],
+        "--hidden": [["0"]],
+        "--student-epochs": [["0"]],
+        "--lr": [["0"]],
+        "--seed": [["-1"]],
+    }),
+    "report": (["report", "--teacher-epochs", "1", "--student-epochs", "2", "--hidden", "8", "--clusters", "4",
+                "--limit", "64", "--batch-size", "16", "--no-progress"], {
+        "--dataset": [["cifar"]],
+        "--temperature": [["0"], ["inf"]],
+        "--alpha": [["2"]],
+        "--sparsity": [["1"], ["-0.5"]],
+        "--clusters": [["0"]],
+        "--batch-size": [["0"]],
+        "--seed": [["x"]],
+    }),
 }
 
 

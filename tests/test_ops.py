@@ -302,6 +302,10 @@ def test_comparisons_are_elementwise_and_tensors_stay_hashable():
     np.testing.assert_array_equal((t != 0).data, [False, True, False])
     np.testing.assert_array_equal((t == t).data, [True, True, True])
     assert len({t, t}) == 1 and t in {t: 1}
+    other = tq.tensor(np.array([5.0, 6.0, 7.0], dtype=np.float32))
+    with pytest.raises(ValueError, match="ambiguous"):
+        other in [t]                                             # noqa: B015  (== is elementwise: no silent True)
+    assert bool(tq.tensor(np.array([2.0], dtype=np.float32)) == 2.0)
 
 
 def test_gradcheck_function_keeps_its_eps_apart_from_a_forward_option_named_eps():

@@ -176,3 +176,19 @@ def test_lsq_quantizer_checkpoint_has_its_zero_point():
     lsq(tq.tensor(np.linspace(-1, 3, 20, dtype=np.float32)))
     assert set(lsq.state_dict()) == {"step_size", "zero_point", "initialized", "qscheme"}
     QuantSpec(bits=4)  # (QuantSpec stays importable from tinyq.quant)
+
+
+def test_qat_checkpoints_written_by_fit_are_complete(tmp_path):
+    from tinyq.data import ArrayDataset, DataLoader
+    from tinyq.train import fit
+    config = QuantConfig.uniform(4, fake_quant="lsq")
+    model = prepare_qat(_model(), config)
+    x, y = _data(7, n=48)
+    loader = DataLoader(ArrayDataset(x, y), batch_size=16, shuffle=True, rng=np.random.default_rng(0))
+    fit(model, loader, optim.SGD(model.parameters(), lr=0.05), 1, val_loader=loader, checkpoint_dir=tmp_path,
+        progress=False)
+    fresh = prepare_qat(_model(), config)
+    fresh.load_state_dict(tq.load(tmp_path / "last.npz"))
+    assert any(key.endswith("input_quant.zero_point") for key in tq.load(tmp_path / "last.npz"))
+    model.eval(), fresh.eval()
+    np.testing.assert_array_equal(_run(fresh, _data(8)[0]), _run(model, _data(8)[0]))

@@ -47,6 +47,8 @@ COMMAND_MODULES: list[str] = [
     "tinyq.commands.integer",
     "tinyq.commands.prune",
     "tinyq.commands.amp",
+    "tinyq.commands.distill",
+    "tinyq.commands.report",
     "tinyq.commands.export",
 ]
 

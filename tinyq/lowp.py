@@ -41,7 +41,8 @@ ACCUMULATORS = ("fp32", "fp16")
 
 # ------------------------------------------------------------------ formats and storage
 def storage_dtype(fmt: FloatFormat) -> np.dtype:
-    """float16 for FP16 (NumPy has it), float32 for every other format (fp32 itself, or simulated)."""
+    """The NumPy float dtype that stores a float format: float16 for FP16 (NumPy has it), float32 for every
+    other format (fp32 itself, or simulated). (The integer dtype of b-bit codes is affine.code_dtype.)"""
     return np.dtype(np.float16) if fmt == floats.FP16 else np.dtype(np.float32)
 
 
@@ -109,17 +110,12 @@ class KeepFormats(FunctionMode):
 
 
 # ------------------------------------------------------------------ rounding a tensor
-class RoundToFormat(Function):
-    """forward: round(x) onto fmt's grid;  backward: the identity (straight-through estimator)."""
+class RoundToFormat(ops.StraightThroughRound):
+    """forward: round(x) onto fmt's grid;  backward: the identity (the straight-through estimator, no mask)."""
 
     @staticmethod
     def forward(ctx, a, *, fmt, mode, rng):
-        ctx.in_dtype = a.dtype
-        return round_array(a, fmt, mode, rng)
-
-    @staticmethod
-    def backward(ctx, grad):                       # d round(x) / dx := 1
-        return grad.astype(ctx.in_dtype, copy=False)
+        return ops.StraightThroughRound.forward(ctx, a, round=lambda x: round_array(x, fmt, mode, rng))
 
 
 def to_format(t, fmt: FloatFormat, mode: str = "nearest", rng: np.random.Generator | None = None) -> Tensor:

@@ -326,6 +326,37 @@ class Cast(Function):
         return grad.astype(ctx.in_dtype)
 
 
+class StraightThroughRound(Function):
+    """forward: y = round(x), any rounding onto a grid (the `round` option, an array function);
+    backward: dy/dx := mask(ctx, x), the straight-through estimator (Bengio et al. 2013).
+
+    Rounding has derivative 0 almost everywhere, so training passes the gradient straight
+    through it. The mask says where: None (the default) everywhere, a subclass may return a
+    0/1 array (e.g. 0 where a quantizer clamps). The gradient goes back in the input's dtype.
+    Used for number formats (tinyq.lowp.RoundToFormat) and fake quantization (FakeQuantizeSTE).
+    """
+
+    in_dtype = None
+
+    @staticmethod
+    def forward(ctx, x, *, round):  # noqa: A002 - the rounding function
+        ctx.save_for_backward(x)
+        ctx.in_dtype = x.dtype
+        return round(x)
+
+    @staticmethod
+    def mask(ctx, x):
+        """Where the gradient passes (None: everywhere)."""
+        return None
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        mask = type(ctx).mask(ctx, x)
+        grad = grad if mask is None else grad * mask
+        return grad if ctx.in_dtype is None else grad.astype(ctx.in_dtype, copy=False)
+
+
 class LogSoftmax(Function):
     """log_softmax(x)_i = x_i - max(x) - log sum_j exp(x_j - max(x))."""
 

@@ -104,6 +104,14 @@ class Tensor:
     def __len__(self) -> int:
         return len(self.data)
 
+    def __bool__(self) -> bool:
+        """bool(t) of a one-element tensor; for more elements it is ambiguous, as in NumPy and PyTorch
+        (comparisons are elementwise, so `a == b` is a tensor: use (a == b).all() or `a is b`)."""
+        if self.data.size != 1:
+            raise ValueError(f"the truth value of a tensor with {self.data.size} elements is ambiguous; "
+                             f"use .any() or .all() on .data, or `is` to compare identity")
+        return bool(self.data)
+
     def __repr__(self) -> str:
         extra = ", requires_grad=True" if self.requires_grad else ""
         if self.fmt is not None:

@@ -28,23 +28,16 @@ from numbers import Integral, Real
 
 import numpy as np
 
+from tinyq.formats.rounding import check_bits, integer_range, nearest_even
+
 FLOAT32_EPS = float(np.finfo(np.float32).eps)   # 2**-23, PyTorch observers' default eps
 
 __all__ = ["QParams", "calculate_qparams", "quantize", "dequantize", "fake_quantize",
            "quantization_error", "quantization_mse", "quantize_multiplier",
-           "integer_range", "storage_dtype", "FLOAT32_EPS"]
+           "integer_range", "code_dtype", "FLOAT32_EPS"]
 
 
-def integer_range(bits: int, signed: bool, narrow_range: bool = False) -> tuple[int, int]:
-    """[qmin, qmax] = [-2^(b-1), 2^(b-1) - 1] signed, [0, 2^b - 1] unsigned; narrow_range raises qmin by 1."""
-    if signed:
-        qmin, qmax = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
-    else:
-        qmin, qmax = 0, (1 << bits) - 1
-    return qmin + int(bool(narrow_range)), qmax
-
-
-def storage_dtype(bits: int, signed: bool) -> np.dtype:
+def code_dtype(bits: int, signed: bool) -> np.dtype:
     """Smallest NumPy integer dtype that holds every b-bit code: int8/uint8 up to 8 bits, else int16/uint16."""
     if bits <= 8:
         return np.dtype(np.int8 if signed else np.uint8)
@@ -76,8 +69,7 @@ class QParams:
     narrow_range: bool = False
 
     def __post_init__(self):
-        if not _is_integer(self.bits) or not 2 <= self.bits <= 16:
-            raise ValueError(f"QParams expects bits an integer in 2..16, got {self.bits!r}")
+        check_bits(self.bits, "QParams")
         if self.axis is not None and not _is_integer(self.axis):
             raise ValueError(f"QParams expects axis None (per-tensor) or an int (per-channel), got {self.axis!r}")
         object.__setattr__(self, "bits", int(self.bits))
@@ -143,7 +135,7 @@ class QParams:
     @property
     def dtype(self) -> np.dtype:
         """The integer dtype `quantize` returns."""
-        return storage_dtype(self.bits, self.signed)
+        return code_dtype(self.bits, self.signed)
 
     def __eq__(self, other):
         if not isinstance(other, QParams):
@@ -186,8 +178,7 @@ def calculate_qparams(lo, hi, bits: int = 8, symmetric: bool = False, signed: bo
     eps: smallest scale allowed, so that lo == hi == 0 still gives a valid grid.
     """
     signed = bool(symmetric) if signed is None else bool(signed)
-    if not _is_integer(bits) or not 2 <= bits <= 16:
-        raise ValueError(f"calculate_qparams expects bits an integer in 2..16, got {bits!r}")
+    check_bits(bits, "calculate_qparams")
     if not (math.isfinite(eps) and eps > 0):
         raise ValueError(f"calculate_qparams expects eps > 0, got {eps!r}")
     lo, hi = _as_range_array(lo, "lo"), _as_range_array(hi, "hi")
@@ -217,7 +208,7 @@ def calculate_qparams(lo, hi, bits: int = 8, symmetric: bool = False, signed: bo
         ### END SOLUTION
     ### BEGIN SOLUTION 5.1
     scale = np.maximum((hi - lo) / np.float32(qmax - qmin), eps)
-    zero_point = qmin - np.rint(lo / scale).astype(np.int64)
+    zero_point = qmin - nearest_even(lo / scale).astype(np.int64)
     zero_point = np.clip(zero_point, qmin, qmax)
     return make(scale, zero_point)
     ### END SOLUTION
@@ -249,7 +240,7 @@ def quantize(x, qp: QParams) -> np.ndarray:
         raise ValueError(f"quantize expects x.shape[{qp.axis}] == {qp.scale.size} channels, got shape {x.shape}")
     ### BEGIN SOLUTION 5.2
     with np.errstate(over="ignore"):                                 # |x / scale| > float32 max: inf, clamped below
-        q = np.rint(x / scale)                                      # float32, round half to even
+        q = nearest_even(x / scale)                                      # float32, round half to even
     lower = np.float32(qp.qmin) - zero_point.astype(np.float32)      # clamp before the integer cast,
     upper = np.float32(qp.qmax) - zero_point.astype(np.float32)      # so huge x cannot overflow it
     q = np.clip(q, lower, upper)

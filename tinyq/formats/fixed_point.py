@@ -27,7 +27,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-ROUNDING_MODES = ("nearest_even", "nearest_away", "nearest_up", "floor", "toward_zero", "stochastic")
+from tinyq.formats.rounding import (ROUNDING_MODES, check_rounding, integer_range, round_shift,  # noqa: F401
+                                    round_to_integer)
+
 OVERFLOW_MODES = ("saturate", "wrap")
 
 
@@ -63,11 +65,11 @@ class QFormat:
 
     @property
     def qmin(self) -> int:
-        return -(2 ** (self.word_bits - 1)) if self.signed else 0
+        return integer_range(self.word_bits, self.signed)[0]
 
     @property
     def qmax(self) -> int:
-        return 2 ** (self.word_bits - 1) - 1 if self.signed else 2 ** self.word_bits - 1
+        return integer_range(self.word_bits, self.signed)[1]
 
     @property
     def min(self) -> float:
@@ -96,11 +98,6 @@ def _check_mode(value: str, allowed: tuple, what: str) -> None:
         raise ValueError(f"{what} must be one of {allowed}, got {value!r}")
 
 
-def _check_rng(rounding: str, rng) -> None:
-    if rounding == "stochastic" and not isinstance(rng, np.random.Generator):
-        raise TypeError(f"rounding='stochastic' needs rng=np.random.Generator, got {type(rng).__name__}")
-
-
 def _check_raw(q, fmt: QFormat, who: str) -> np.ndarray:
     """q as int64, after checking it is integer and inside [fmt.qmin, fmt.qmax]."""
     if not isinstance(fmt, QFormat):
@@ -116,62 +113,6 @@ def _check_raw(q, fmt: QFormat, who: str) -> np.ndarray:
 
 
 # ---- the reusable pieces: rounding and overflow ----
-def round_to_integer(x, rounding: str = "nearest_even", rng: np.random.Generator | None = None) -> np.ndarray:
-    """n = round(x) in the given mode; float array of integers (float32 stays float32, else float64)."""
-    _check_mode(rounding, ROUNDING_MODES, "rounding")
-    _check_rng(rounding, rng)
-    x = np.asarray(x)
-    if x.dtype.kind != "f":
-        x = x.astype(np.float64)
-    with np.errstate(invalid="ignore"):              # inf - inf below is NaN, and NaN > y is False
-        if rounding == "nearest_even":
-            return np.rint(x)
-        if rounding == "floor":
-            return np.floor(x)
-        if rounding == "toward_zero":
-            return np.trunc(x)
-        if rounding == "nearest_away":
-            truncated = np.trunc(x)
-            return truncated + np.copysign(np.abs(x - truncated) >= 0.5, x).astype(x.dtype)
-        floor = np.floor(x)
-        fraction = x - floor                         # exact, in [0, 1)
-        if rounding == "nearest_up":
-            return floor + (fraction >= 0.5)
-        return floor + (rng.random(x.shape) < fraction)   # stochastic
-
-
-def round_shift(value, shift: int, rounding: str = "nearest_even",
-                rng: np.random.Generator | None = None) -> np.ndarray:
-    """n = round(value / 2^shift) on int64 (shift <= 0 is the exact value · 2^-shift)."""
-    _check_mode(rounding, ROUNDING_MODES, "rounding")
-    _check_rng(rounding, rng)
-    value = np.asarray(value)
-    if value.dtype.kind not in "iu":
-        raise TypeError(f"round_shift expects integers, got dtype {value.dtype}")
-    value = value.astype(np.int64)
-    shift = int(shift)
-    if shift > 62:
-        raise ValueError(f"round_shift supports shifts up to 62 bits on int64, got {shift}")
-    if shift <= 0:
-        return value << -shift                       # exact while it fits int64 (else wraps mod 2^64)
-    floor = value >> shift                           # arithmetic shift: floor division by 2^shift
-    remainder = value - (floor << shift)             # in [0, 2^shift): what the shift drops
-    half = 1 << (shift - 1)
-    if rounding == "floor":
-        round_up = np.zeros(value.shape, dtype=bool)
-    elif rounding == "toward_zero":
-        round_up = (value < 0) & (remainder != 0)
-    elif rounding == "nearest_even":
-        round_up = (remainder > half) | ((remainder == half) & (floor % 2 == 1))
-    elif rounding == "nearest_away":
-        round_up = (remainder > half) | ((remainder == half) & (value >= 0))
-    elif rounding == "nearest_up":
-        round_up = remainder >= half
-    else:                                            # stochastic: P(up) = remainder / 2^shift exactly
-        round_up = rng.integers(0, 1 << shift, size=value.shape, dtype=np.int64) < remainder
-    return floor + round_up
-
-
 def apply_overflow(value, qmin: int, qmax: int, mode: str = "saturate") -> np.ndarray:
     """saturate: clamp(v, qmin, qmax);  wrap: qmin + (v - qmin) mod (qmax - qmin + 1)   (int64)."""
     _check_mode(mode, OVERFLOW_MODES, "overflow")
@@ -180,6 +121,9 @@ def apply_overflow(value, qmin: int, qmax: int, mode: str = "saturate") -> np.nd
     if mode == "saturate":
         return np.clip(value, qmin, qmax)
     span = qmax - qmin + 1                           # 2^w: wrap is two's complement (or modulo for unsigned)
+    if span & (span - 1) == 0 and span <= 2 ** 63:   # a power of two: keep the low w bits (int64 arithmetic
+        with np.errstate(over="ignore"):             # wraps mod 2^64, a multiple of 2^w, so nothing is lost)
+            return ((value - np.int64(qmin)) & np.int64(span - 1)) + np.int64(qmin)
     return qmin + np.mod(value - qmin, span)
     ### END SOLUTION
 
@@ -190,7 +134,7 @@ def to_fixed(a, fmt: QFormat, rounding: str = "nearest_even", overflow: str = "s
     """q = overflow(round(a · 2^frac_bits), qmin, qmax)   (int64 raw integers)"""
     if not isinstance(fmt, QFormat):
         raise TypeError(f"to_fixed expects a QFormat, got {type(fmt).__name__}")
-    _check_mode(rounding, ROUNDING_MODES, "rounding")
+    check_rounding(rounding, rng)
     _check_mode(overflow, OVERFLOW_MODES, "overflow")
     values = np.asarray(a)
     if values.dtype.kind not in "fiub":
@@ -262,9 +206,8 @@ def multiply(qa, fmt_a: QFormat, qb, fmt_b: QFormat, out_fmt: QFormat, rounding:
     qa, qb = _check_raw(qa, fmt_a, "multiply"), _check_raw(qb, fmt_b, "multiply")
     if not isinstance(out_fmt, QFormat):
         raise TypeError(f"multiply expects out_fmt to be a QFormat, got {type(out_fmt).__name__}")
-    _check_mode(rounding, ROUNDING_MODES, "rounding")
+    check_rounding(rounding, rng)
     _check_mode(overflow, OVERFLOW_MODES, "overflow")
-    _check_rng(rounding, rng)
     if _magnitude_bits(fmt_a) + _magnitude_bits(fmt_b) > 62:
         raise ValueError(f"multiply: the exact product of {fmt_a} and {fmt_b} needs more than 63 bits")
     widen = out_fmt.frac_bits - fmt_a.frac_bits - fmt_b.frac_bits
@@ -304,7 +247,7 @@ def matmul(qa, fmt_a: QFormat, qb, fmt_b: QFormat, out_fmt: QFormat, acc_bits: i
     if not isinstance(out_fmt, QFormat):
         raise TypeError(f"matmul expects out_fmt to be a QFormat, got {type(out_fmt).__name__}")
     _check_mode(acc_overflow, OVERFLOW_MODES, "acc_overflow")
-    _check_mode(rounding, ROUNDING_MODES, "rounding")
+    check_rounding(rounding, rng)
     _check_mode(overflow, OVERFLOW_MODES, "overflow")
     if qa.ndim not in (1, 2) or qb.ndim not in (1, 2) or qa.shape[-1] != qb.shape[0]:
         raise ValueError(f"matmul expects (M, K) or (K,) @ (K, N) or (K,), got {qa.shape} @ {qb.shape}")

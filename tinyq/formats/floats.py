@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tinyq.formats.rounding import round_half_to_even, round_stochastic
+
 ROUNDING_MODES = ("nearest", "stochastic")
 
 
@@ -151,28 +153,6 @@ FP4_E2M1 = FloatFormat("fp4_e2m1", exponent_bits=2, mantissa_bits=1, has_inf=Fal
 FORMATS = {f.name: f for f in (FP32, FP16, BF16, FP8_E4M3, FP8_E5M2, FP4_E2M1)}
 
 
-# ---- rounding a scaled mantissa to an integer ----
-def _round_nearest_even(scaled: np.ndarray) -> np.ndarray:
-    """n = the integer nearest to `scaled` (>= 0, float64); a tie goes to the even integer."""
-    ### BEGIN SOLUTION 3.1
-    floor = np.floor(scaled)
-    fraction = scaled - floor                      # exact: scaled < 2^25 has few bits
-    is_odd = np.fmod(floor, 2.0) == 1.0
-    round_up = (fraction > 0.5) | ((fraction == 0.5) & is_odd)
-    return floor + round_up
-    ### END SOLUTION
-
-
-def _round_stochastic(scaled: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """n = floor(s) + 1 with probability s - floor(s), else floor(s)   (so E[n] = s)."""
-    ### BEGIN SOLUTION 3.2
-    floor = np.floor(scaled)
-    fraction = scaled - floor                      # distance above the lower neighbour, in [0, 1)
-    round_up = rng.random(np.shape(scaled)) < fraction
-    return floor + round_up
-    ### END SOLUTION
-
-
 def _as_float64(x, who: str) -> np.ndarray:
     """Exact float64 copy of x (float16/32/64, ints below 2^53, bools)."""
     array = np.asarray(x)
@@ -220,9 +200,9 @@ def round_to(x, fmt: FloatFormat, mode: str = "nearest", rng: np.random.Generato
     scaled = np.ldexp(magnitude, -step_exponent)                 # |x| / q, exact (power-of-two scale)
     scaled = np.where(np.isfinite(scaled), scaled, 0.0)          # inf / NaN are handled below
     if mode == "nearest":
-        steps = _round_nearest_even(scaled)
+        steps = round_half_to_even(scaled)
     else:
-        steps = _round_stochastic(scaled, rng)
+        steps = round_stochastic(scaled, rng)
     result = np.ldexp(steps, step_exponent)
 
     overflow_value = fmt.max if saturate else (np.inf if fmt.has_inf else np.nan)

@@ -15,7 +15,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from numbers import Integral
 
-from tinyq.formats.affine import integer_range
+from tinyq.formats.rounding import check_bits, integer_range
 from tinyq.quant.observers import OBSERVERS
 
 __all__ = ["QuantSpec", "QConfig", "QuantConfig", "FAKE_QUANT_KINDS", "default_weight_spec", "default_input_spec"]
@@ -49,8 +49,7 @@ class QuantSpec:
     observer_kwargs: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        if not isinstance(self.bits, Integral) or isinstance(self.bits, bool) or not 2 <= self.bits <= 16:
-            raise ValueError(f"QuantSpec expects bits an integer in 2..16, got {self.bits!r}")
+        check_bits(self.bits, "QuantSpec")
         if self.observer not in OBSERVERS:
             raise ValueError(f"QuantSpec: unknown observer {self.observer!r}; "
                              f"known observers: {', '.join(sorted(OBSERVERS))}")

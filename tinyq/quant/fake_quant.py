@@ -23,8 +23,10 @@ import math
 
 import numpy as np
 
-from tinyq.formats.affine import QParams, fake_quantize, integer_range
+from tinyq.formats.affine import QParams, fake_quantize
+from tinyq.formats.rounding import check_bits, integer_range, nearest_even
 from tinyq.function import Function
+from tinyq.ops import StraightThroughRound
 from tinyq.tensor import Tensor
 
 __all__ = ["FakeQuantizeSTE", "LSQFakeQuantize", "LSQPlusFakeQuantize", "PACTFakeQuantize", "fake_quantize_ste",
@@ -33,33 +35,31 @@ __all__ = ["FakeQuantizeSTE", "LSQFakeQuantize", "LSQPlusFakeQuantize", "PACTFak
 
 # ------------------------------------------------------------------------------ Functions
 
-class FakeQuantizeSTE(Function):
+class FakeQuantizeSTE(StraightThroughRound):
     """x̂ = s·(clamp(round(x/s) + z, qmin, qmax) − z);  ∂x̂/∂x = 1 where qmin ≤ round(x/s) + z ≤ qmax, else 0.
 
     Per-tensor or per-channel, as the QParams say. The gradient mask is taken on the
     rounded code before clamping, as PyTorch's fake_quantize_per_*_affine do: a value
     up to half a step beyond the last grid point still rounds onto the grid and still
-    gets gradient 1. Rounding is half-to-even (np.rint, like nearbyint). One difference:
+    gets gradient 1. Rounding is half-to-even (rounding.nearest_even = np.rint, like nearbyint). One difference:
     PyTorch multiplies by a float32 1/s where tinyq divides by s (as affine.quantize does),
     so the two can round differently when x/s is within a float32 ulp of a half-integer.
     """
 
     @staticmethod
     def forward(ctx, x, *, qparams):
-        ctx.save_for_backward(x)
         ctx.qparams = qparams
-        return fake_quantize(x, qparams).astype(x.dtype, copy=False)
+        return StraightThroughRound.forward(ctx, x, round=lambda a: fake_quantize(a, qparams).astype(a.dtype, copy=False))
 
     @staticmethod
-    def backward(ctx, grad):
-        (x,) = ctx.saved_tensors
+    def mask(ctx, x):                              # StraightThroughRound.backward returns grad * mask
         qparams = ctx.qparams
         scale, zero_point, _ = qparams.broadcast(x.ndim)
         ### BEGIN SOLUTION 7.1
         with np.errstate(over="ignore", invalid="ignore"):
-            code = np.rint(x.astype(np.float32, copy=False) / scale) + zero_point   # the code before clamping
+            code = nearest_even(x.astype(np.float32, copy=False) / scale) + zero_point   # the code before clamping
         inside = (code >= qparams.qmin) & (code <= qparams.qmax)
-        return grad * inside
+        return inside
         ### END SOLUTION
 
 
@@ -101,7 +101,7 @@ class LSQFakeQuantize(Function):
         ctx.qmin, ctx.qmax, ctx.grad_scale = qmin, qmax, grad_scale
         ctx.step_shape, ctx.step_dtype = step_size.shape, step_size.dtype
         ctx.axis = None if axis is None else axis % x.ndim
-        return (np.rint(np.clip(ratio, qmin, qmax)) * step).astype(x.dtype, copy=False)
+        return (nearest_even(np.clip(ratio, qmin, qmax)) * step).astype(x.dtype, copy=False)
 
     @staticmethod
     def backward(ctx, grad):
@@ -110,7 +110,7 @@ class LSQFakeQuantize(Function):
         ### BEGIN SOLUTION 7.2
         below, above = ratio <= qmin, ratio >= qmax
         grad_x = grad * ~(below | above)
-        d_step = np.where(below, qmin, np.where(above, qmax, np.rint(ratio) - ratio))
+        d_step = np.where(below, qmin, np.where(above, qmax, nearest_even(ratio) - ratio))
         grad_step = _sum_to_step(grad * d_step * grad_scale, ctx)
         return grad_x, grad_step
         ### END SOLUTION
@@ -137,7 +137,7 @@ class LSQPlusFakeQuantize(LSQFakeQuantize):
     @staticmethod
     def forward(ctx, x, step_size, zero_point, *, qmin, qmax, grad_scale, axis=None):
         step_size = np.asarray(step_size)
-        zero = np.clip(np.rint(np.asarray(zero_point, dtype=np.float64)), qmin, qmax)
+        zero = np.clip(nearest_even(np.asarray(zero_point, dtype=np.float64)), qmin, qmax)
         if zero.shape != step_size.shape:
             raise ValueError(f"LSQ+ expects a zero point shaped like the step, got {zero.shape} and "
                              f"{step_size.shape}")
@@ -171,7 +171,7 @@ class PACTFakeQuantize(Function):
             raise ValueError(f"PACT expects a scalar clipping level alpha > 0, got {alpha}")
         scale = (alpha / levels).astype(x.dtype)
         ctx.save_for_backward(x, alpha)
-        return (np.clip(np.rint(x / scale), 0, levels) * scale).astype(x.dtype, copy=False)
+        return (np.clip(nearest_even(x / scale), 0, levels) * scale).astype(x.dtype, copy=False)
 
     @staticmethod
     def backward(ctx, grad):
@@ -219,8 +219,10 @@ def lsq_fake_quantize(x, step_size, bits: int, signed: bool, narrow_range: bool 
 
     zero_point (a learnable float, rounded in forward): the asymmetric grid of LSQ+ (LSQPlusFakeQuantize).
     """
-    qmin, qmax = integer_range(bits, signed, narrow_range)
+    qmin, qmax = integer_range(check_bits(bits, "lsq_fake_quantize"), signed, narrow_range)
     x = _as_tensor(x, "lsq_fake_quantize")
+    if not np.all(np.isfinite(x.data)):
+        raise ValueError("lsq_fake_quantize got NaN or inf input; it has no integer code")
     if grad_scale is None:
         grad_scale = lsq_grad_scale(x.size // max(np.size(_data(step_size)), 1), qmax)
     options = dict(qmin=qmin, qmax=qmax, grad_scale=float(grad_scale), axis=axis)
@@ -248,6 +250,5 @@ def lsq_init_step_size(x: np.ndarray, qmax: int, axis: int | None = None) -> np.
 
 def pact_fake_quantize(x, alpha, bits: int) -> Tensor:
     """ŷ = round(clip(x, 0, α)/s)·s, s = α/(2^bits − 1), α learnable (PACTFakeQuantize)."""
-    if not isinstance(bits, int) or not 2 <= bits <= 16:
-        raise ValueError(f"pact_fake_quantize expects bits an integer in 2..16, got {bits!r}")
+    bits = check_bits(bits, "pact_fake_quantize")
     return PACTFakeQuantize.apply(_as_tensor(x, "pact_fake_quantize"), alpha, levels=(1 << bits) - 1)

@@ -22,7 +22,8 @@ from numbers import Integral
 
 import numpy as np
 
-from tinyq.formats.affine import FLOAT32_EPS, QParams, calculate_qparams, fake_quantize, integer_range
+from tinyq.formats.affine import FLOAT32_EPS, QParams, calculate_qparams, fake_quantize
+from tinyq.formats.rounding import check_bits, integer_range
 
 __all__ = ["Observer", "MinMaxObserver", "PerChannelMinMaxObserver", "MovingAverageMinMaxObserver",
            "MovingAveragePerChannelMinMaxObserver", "PercentileObserver", "MSEObserver", "EntropyObserver",
@@ -36,8 +37,7 @@ class Observer:
 
     def __init__(self, bits: int = 8, symmetric: bool = False, signed: bool | None = None,
                  axis: int | None = None, narrow_range: bool = False, eps: float = FLOAT32_EPS):
-        if not isinstance(bits, Integral) or isinstance(bits, bool) or not 2 <= bits <= 16:
-            raise ValueError(f"{type(self).__name__} expects bits an integer in 2..16, got {bits!r}")
+        check_bits(bits, type(self).__name__)
         if axis is not None and (not isinstance(axis, Integral) or isinstance(axis, bool)):
             raise ValueError(f"{type(self).__name__} expects axis None (per-tensor) or an int, got {axis!r}")
         self.bits, self.symmetric, self.axis = int(bits), bool(symmetric), axis

@@ -17,7 +17,8 @@ import math
 
 import numpy as np
 
-from tinyq.formats.affine import QParams, integer_range
+from tinyq.formats.affine import QParams
+from tinyq.formats.rounding import check_bits, integer_range, nearest_even
 from tinyq.nn.module import Module, Parameter
 from tinyq.quant.fake_quant import fake_quantize_ste, lsq_fake_quantize, lsq_grad_scale, lsq_init_step_size, \
     pact_fake_quantize
@@ -67,6 +68,7 @@ class FakeQuantize(_Quantizer):
                  axis: int | None = None, narrow_range: bool = False, reset_each_call: bool = False,
                  num_channels: int | None = None, **observer_kwargs):
         super().__init__()
+        bits = check_bits(bits, "FakeQuantize")
         if axis is not None and num_channels is not None and (not isinstance(num_channels, int) or num_channels < 1):
             raise ValueError(f"FakeQuantize expects num_channels a positive int or None, got {num_channels!r}")
         self.observer_name = observer
@@ -207,6 +209,7 @@ class LSQQuantizer(_Quantizer):
     def __init__(self, bits: int = 8, signed: bool = True, narrow_range: bool = False, axis: int | None = None,
                  num_channels: int | None = None, activation: bool = False, learn_zero_point: bool = False):
         super().__init__()
+        bits = check_bits(bits, "LSQQuantizer")
         self.qmin, self.qmax = integer_range(bits, signed, narrow_range)
         if self.qmax <= 0:
             raise ValueError(f"LSQQuantizer needs qmax > 0, got the range [{self.qmin}, {self.qmax}]")
@@ -254,7 +257,7 @@ class LSQQuantizer(_Quantizer):
         if not bool(self.initialized):
             raise RuntimeError("LSQQuantizer has seen no data: its step size is not initialised")
         zero = np.zeros(self.step_size.shape, np.int64) if self.zero_point is None else \
-            np.clip(np.rint(self.zero_point.data), self.qmin, self.qmax).astype(np.int64)
+            np.clip(nearest_even(self.zero_point.data), self.qmin, self.qmax).astype(np.int64)
         if self.axis is None:
             return QParams(float(self.step_size.data), int(zero), self.bits, self.signed, None, self.narrow_range)
         return QParams(self.step_size.data.copy(), zero, self.bits, self.signed, self.axis, self.narrow_range)
@@ -273,8 +276,7 @@ class PACTQuantizer(_Quantizer):
 
     def __init__(self, bits: int = 8, alpha: float | None = None, alpha_l2: float = 0.0):
         super().__init__()
-        if not isinstance(bits, int) or not 2 <= bits <= 16:
-            raise ValueError(f"PACTQuantizer expects bits an integer in 2..16, got {bits!r}")
+        bits = check_bits(bits, "PACTQuantizer")
         if alpha is not None and not (math.isfinite(alpha) and alpha > 0):
             raise ValueError(f"PACTQuantizer expects alpha > 0 (or None to start from the data), got {alpha!r}")
         if not alpha_l2 >= 0:

@@ -200,3 +200,23 @@ def test_export_command_takes_a_train_run_without_further_arguments(tmp_path, mo
     assert "equal predictions 1.0000" in capsys.readouterr().out
     assert main(["export", str(tmp_path / "run")]) == 2                   # nothing asked for: a one-line error
     assert "nothing to export" in capsys.readouterr().err
+
+
+def _mnist_present() -> bool:
+    from tinyq.data.datasets import MNIST_FILES
+    from tinyq.data.download import cache_dir
+    folder = cache_dir() / "mnist"
+    return all((folder / name).is_file() or (folder / name.removesuffix(".gz")).is_file() for name in MNIST_FILES)
+
+
+@pytest.mark.skipif(not _mnist_present(), reason="MNIST files are not in $TINYQ_DATA/mnist (nothing is downloaded)")
+def test_lenet_on_mnist_float_and_qdq(rng):
+    from tinyq.data.datasets import load_mnist
+    (x_train, _), (x_test, _) = load_mnist("train"), load_mnist("test")
+    model = models.lenet5(rng=rng).eval()
+    x_test = x_test[:1000]
+    _close(run_onnx(to_onnx(model, input_shape=(1, 28, 28)), x_test), model(Tensor(x_test)).data)
+    qmodel = ptq.quantize_ptq(model, [x_train[i:i + 128] for i in range(0, 1024, 128)])
+    expected = qmodel(Tensor(x_test)).data
+    actual = run_onnx(to_onnx(qmodel, input_shape=(1, 28, 28)), x_test, optimization="basic")
+    assert np.mean(expected.argmax(1) == actual.argmax(1)) >= 0.995

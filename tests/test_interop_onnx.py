@@ -200,6 +200,9 @@ def test_export_command_takes_a_train_run_without_further_arguments(tmp_path, mo
     assert "equal predictions 1.0000" in capsys.readouterr().out
     assert main(["export", str(tmp_path / "run")]) == 2                   # nothing asked for: a one-line error
     assert "nothing to export" in capsys.readouterr().err
+    assert main(["export", str(tmp_path / "run" / "last.npz"), "--onnx", str(tmp_path / "i.onnx"),
+                 "--quantize", "integer", "--check"]) in (0, None)
+    assert "max |diff| / max |logit| = 0.00e+00, equal predictions 1.0000" in capsys.readouterr().out
 
 
 def _mnist_present() -> bool:

@@ -3,8 +3,10 @@
 The run folder's manifest (run.json, or history.json's metadata) names the model, dataset, seed and
 validation share; from them the model is rebuilt, the checkpoint loaded, and the standardization
 recomputed exactly as `tinyq train` computed it (mean/std per channel of the training split), so the
-ONNX graph takes raw images in [0, 1] (N, C, H, W). `--check` runs the graph in ONNX Runtime on the
-test split and compares it with tinyq.
+ONNX graph takes raw images in [0, 1] (N, C, H, W). `--quantize qdq|integer` exports the PTQ model
+instead. `--check` runs the graph in ONNX Runtime on the test split and compares it with tinyq (a QDQ
+graph twice: with the runtime's fused integer kernels, which can saturate on CPUs without VNNI, and as
+written, optimization "basic").
 """
 from __future__ import annotations
 
@@ -30,8 +32,8 @@ def _run_settings(folder: Path) -> dict:
 
 
 def rebuild_run(checkpoint):
-    """(model in eval mode with the checkpoint loaded, mean, std, settings) for a `tinyq train` checkpoint
-    (a run folder, which means its best.npz, or one of its .npz files)."""
+    """(model in eval mode with the checkpoint loaded, mean, std, settings, training images) for a `tinyq train`
+    checkpoint (a run folder, which means its best.npz, or one of its .npz files)."""
     import numpy as np
 
     import tinyq as tq
@@ -56,13 +58,16 @@ def rebuild_run(checkpoint):
     mean, std = x_train.mean(axis=(0, 2, 3)), x_train.std(axis=(0, 2, 3))
     model = build_model(settings["model"], x_all.shape[1:], int(y_all.max()) + 1)
     model.load_state_dict(tq.load(path))
-    return model.eval(), mean, std, {**settings, "image_shape": tuple(x_all.shape[1:])}
+    return model.eval(), mean, std, {**settings, "image_shape": tuple(x_all.shape[1:])}, x_train
 
 
 @command("export", help="export a `tinyq train` checkpoint to ONNX (with its standardization) and/or safetensors",
          args=[arg("checkpoint", help="a run folder of `tinyq train` (its best.npz) or one of its .npz files"),
                arg("--onnx", metavar="OUT.onnx", default=None, help="write the ONNX graph here"),
                arg("--safetensors", metavar="OUT.safetensors", default=None, help="write the weights here"),
+               arg("--quantize", choices=["qdq", "integer"], default=None,
+                   help="export the PTQ model (calibrated on 512 training images) as a QDQ graph, or its integer "
+                        "model (MatMulInteger/ConvInteger, gemmlowp requantization)"),
                arg("--opset", type=int, default=None, help="ONNX opset (default: tinyq.interop.onnx.DEFAULT_OPSET)"),
                arg("--check", action="store_true",
                    help="run the ONNX graph in ONNX Runtime on the test split and compare with tinyq")])
@@ -71,34 +76,44 @@ def export_command(args) -> int:
     outputs with tinyq's on the test split (max relative difference, equal predictions, accuracy)."""
     if args.onnx is None and args.safetensors is None:
         raise ValueError("nothing to export: give --onnx OUT.onnx and/or --safetensors OUT.safetensors")
-    model, mean, std, settings = rebuild_run(args.checkpoint)
+    model, mean, std, settings, x_train = rebuild_run(args.checkpoint)
     if args.safetensors is not None:
         from tinyq.interop.safetensors import save_safetensors
         save_safetensors(model, args.safetensors, metadata={k: str(settings[k]) for k in ("model", "dataset", "seed")})
         print(f"weights -> {args.safetensors}")
     if args.onnx is not None:
         from tinyq.interop.onnx import DEFAULT_OPSET, to_onnx
+        if args.quantize is not None:
+            from tinyq.data import normalize
+            from tinyq.quant import quantize_ptq
+            from tinyq.quant.int_modules import to_integer
+            calibration = normalize(x_train[:512], mean, std)
+            model = quantize_ptq(model, [calibration[i:i + 128] for i in range(0, len(calibration), 128)])
+            model = to_integer(model) if args.quantize == "integer" else model
         proto = to_onnx(model, args.onnx, input_shape=settings["image_shape"], mean=mean, std=std,
                         opset=args.opset or DEFAULT_OPSET, name=f"tinyq-{settings['model']}-{settings['dataset']}")
         print(f"ONNX graph ({len(proto.graph.node)} nodes, opset {proto.opset_import[0].version}, input: images in "
               f"[0, 1] shaped (N, {', '.join(map(str, settings['image_shape']))})) -> {args.onnx}")
         if args.check:
-            _check(model, proto, mean, std, settings["dataset"])
+            for optimization in ("all", "basic") if args.quantize == "qdq" else ("all",):
+                _check(model, proto, mean, std, settings["dataset"], optimization)
     return 0
 
 
-def _check(model, proto, mean, std, dataset) -> None:
+def _check(model, proto, mean, std, dataset, optimization) -> None:
     import numpy as np
 
+    from tinyq import autograd_state
     from tinyq.data import LOADERS, normalize
     from tinyq.interop.onnx import run_onnx
     from tinyq.tensor import Tensor
 
     x_test, y_test = LOADERS[dataset]("test")
-    ours = np.concatenate([model(Tensor(normalize(x_test[i:i + 256], mean, std))).data
-                           for i in range(0, len(x_test), 256)])
-    theirs = run_onnx(proto, x_test)
+    with autograd_state.no_grad():
+        ours = np.concatenate([model(Tensor(normalize(x_test[i:i + 256], mean, std))).data
+                               for i in range(0, len(x_test), 256)])
+    theirs = run_onnx(proto, x_test, optimization=optimization)
     relative = float(np.abs(theirs - ours).max() / np.abs(ours).max())
-    print(f"ONNX Runtime vs tinyq on {len(x_test)} test images: max |diff| / max |logit| = {relative:.2e}, "
+    print(f"ONNX Runtime ({optimization} optimizations) vs tinyq on {len(x_test)} test images: max |diff| / max |logit| = {relative:.2e}, "
           f"equal predictions {np.mean(theirs.argmax(1) == ours.argmax(1)):.4f}, accuracy ONNX Runtime "
           f"{np.mean(theirs.argmax(1) == y_test):.4f} / tinyq {np.mean(ours.argmax(1) == y_test):.4f}")

@@ -5,8 +5,7 @@ validation share; from them the model is rebuilt, the checkpoint loaded, and the
 recomputed exactly as `tinyq train` computed it (mean/std per channel of the training split), so the
 ONNX graph takes raw images in [0, 1] (N, C, H, W). `--quantize qdq|integer` exports the PTQ model
 instead. `--check` runs the graph in ONNX Runtime on the test split and compares it with tinyq (a QDQ
-graph twice: with the runtime's fused integer kernels, which can saturate on CPUs without VNNI, and as
-written, optimization "basic").
+graph twice: with the runtime's fused integer kernels, and as written, optimization "basic").
 """
 from __future__ import annotations
 

@@ -11,8 +11,12 @@ so fake_quantize(x) = DequantizeLinear(QuantizeLinear(x)) for 8-bit codes. A Qua
     x ─ Q ─ DQ ─┐
     W codes ─ DQ ┴─ Gemm/Conv (+ float bias) ─ [Q ─ DQ] ─ y
 
-with the weight stored as its integer codes (int8/uint8, per-channel axis kept) and only dequantized,
-as ONNX Runtime's quantization tool writes weights. Runtimes fuse these patterns into integer kernels.
+with the weight stored as its integer codes (per-channel axis kept) and only dequantized, as ONNX
+Runtime's quantization tool writes weights. Runtimes fuse these patterns into integer kernels. int8
+weight codes are written as uint8 q + 128 with zero point z + 128 (the same q − z, so the same graph
+value): ONNX Runtime's fused uint8 × int8 kernels on x86 CPUs without VNNI add pairs of products in
+int16 with saturation (vpmaddubsw) and can move results far; its uint8 × uint8 kernels cannot.
+`uint8_weights=False` keeps int8 codes (ORT's advice then is 7-bit weights, its `reduce_range`).
 """
 from __future__ import annotations
 
@@ -65,10 +69,15 @@ def qdq_activation(g, x: str, qparams, stem: str) -> str:
     return g.node("DequantizeLinear", [q, scale, zero_point], f"{stem}.dq", **axis)
 
 
-def dq_weight(g, weight: np.ndarray, qparams, stem: str) -> str:
+def dq_weight(g, weight: np.ndarray, qparams, stem: str, uint8_weights: bool = True) -> str:
     """DequantizeLinear(codes): the weight's integer codes as an initializer (any bit-width up to 8)."""
     codes = quantize(weight, qparams)
-    scale, zero_point, axis = _scale_zero(g, qparams, stem)
+    scale = g.constant(f"{stem}.scale", np.asarray(qparams.scale, np.float32))
+    axis = {} if qparams.axis is None else {"axis": int(qparams.axis)}
+    zero_point = np.asarray(qparams.zero_point)
+    if codes.dtype == np.int8 and uint8_weights:          # the same q − z as uint8 (see the module docstring)
+        codes, zero_point = (codes.astype(np.int16) + 128).astype(np.uint8), zero_point + 128
+    zero_point = g.constant(f"{stem}.zero_point", zero_point.astype(codes.dtype))
     return g.node("DequantizeLinear", [g.constant(f"{stem}.codes", codes), scale, zero_point], f"{stem}.dq", **axis)
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import platform
+import re
+import resource
 import statistics
 import sys
 import time
@@ -102,20 +104,52 @@ def machine_info(threads: int) -> dict:
     return info
 
 
-def time_per_call(fn, number: int) -> float:
+def memory_kib() -> dict:
+    """{"rss": resident set now, "peak": its high-water mark since start or the last reset_peak()} in KiB (Linux)."""
+    try:
+        with open("/proc/self/status") as f:
+            status = f.read()
+    except OSError:  # pragma: no cover - not Linux
+        return {"rss": None, "peak": None}
+    found = {key: re.search(rf"{key}:\s+(\d+) kB", status) for key in ("VmRSS", "VmHWM")}
+    return {"rss": int(found["VmRSS"].group(1)) if found["VmRSS"] else None,
+            "peak": int(found["VmHWM"].group(1)) if found["VmHWM"] else None}
+
+
+def reset_peak() -> bool:
+    """Reset the resident-set high-water mark (Linux >= 4.0: write 5 to /proc/self/clear_refs)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def minor_faults() -> int:
+    """Minor page faults of this process so far (a page the kernel had to map in, no disk read)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}   # cpu: this process's CPU time (all threads)
+
+
+def time_per_call(fn, number: int, clock=time.perf_counter) -> float:
     """Seconds per call of fn(), averaged over `number` back-to-back calls."""
-    start = time.perf_counter()
+    start = clock()
     for _ in range(number):
         fn()
-    return (time.perf_counter() - start) / number
+    return (clock() - start) / number
 
 
-def compare(candidates: dict, number: int, repeat: int, warmup: int = 3) -> dict:
+def compare(candidates: dict, number: int, repeat: int, warmup: int = 3, clock=time.perf_counter) -> dict:
     """Median seconds per call for each named function, measured interleaved.
 
     Every candidate is warmed up first (JIT compilation, caches, allocator), then the
     repeats alternate between candidates, so a burst of machine load hits all of them
-    alike instead of biasing one. Returns {name: {"median_s", "min_s", "samples"}}.
+    alike instead of biasing one. clock=time.process_time counts only this process's CPU time: on a
+    shared machine it leaves out the time spent waiting for a core (use it with one thread).
+    Returns {name: {"median_s", "min_s", "samples"}}.
     """
     for fn in candidates.values():
         for _ in range(warmup):
@@ -123,7 +157,7 @@ def compare(candidates: dict, number: int, repeat: int, warmup: int = 3) -> dict
     samples = {name: [] for name in candidates}
     for _ in range(repeat):
         for name, fn in candidates.items():
-            samples[name].append(time_per_call(fn, number))
+            samples[name].append(time_per_call(fn, number, clock))
     return {name: {"median_s": statistics.median(s), "min_s": min(s), "samples": len(s)}
             for name, s in samples.items()}
 

@@ -204,3 +204,14 @@ def test_divergence_stops_training_naming_the_epoch_and_json_stays_valid(tmp_pat
         raise AssertionError(f"bare {constant} in JSON")
     manifest = json.loads((out / "run.json").read_text(), parse_constant=strict)
     assert manifest["status"] == "failed" and "epoch 1" in manifest["info"]["error"]
+
+
+@pytest.mark.parametrize("bad", [1, 17, True, 4.0, "8"])
+def test_sweep_and_sensitivity_experiments_check_bits_with_the_one_bit_width_check(bad):
+    """tinyq.experiments.bitwidth checks bits with formats.rounding.check_bits, before any work is done."""
+    from tinyq.experiments.bitwidth import sensitivity, sweep
+    with pytest.raises(ValueError, match=r"^sweep expects bits an integer in 2\.\.16, got"):
+        sweep(None, None, None, bits=[8, bad])
+    with pytest.raises(ValueError, match=r"^sensitivity expects bits an integer in 2\.\.16, got"):
+        sensitivity(None, None, None, bits=bad)
+

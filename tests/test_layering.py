@@ -7,7 +7,7 @@ at module level or inside a function, is parsed with `ast`, and
 - the autograd core knows nothing of number formats or quantization (imports neither formats nor quant).
 
 Layers, lowest first (a module may import its own layer and the ones below):
-    0  formats, kernels, random, autograd_state, atomic, run_folder
+    0  formats, kernels, random, autograd_state, atomic, run_folder, allocator
     1  the autograd core: tensor, function, shape_ops, activations, ops, convolution, normalization,
        functional, nn, init, optim, gradcheck, serialize, data, models, records
     2  built on the core: lowp, amp, quant, prune, sharing, distill, train, and the `tinyq` package
@@ -25,7 +25,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1] / "tinyq"
 
 LAYERS = {
-    0: ["formats", "kernels", "random", "autograd_state", "atomic", "run_folder"],
+    0: ["formats", "kernels", "random", "autograd_state", "atomic", "run_folder", "allocator"],
     1: ["tensor", "function", "shape_ops", "activations", "ops", "convolution", "normalization", "functional",
         "nn", "init", "optim", "gradcheck", "serialize", "data", "models", "records"],
     2: ["", "lowp", "amp", "quant", "prune", "sharing", "distill", "train"],

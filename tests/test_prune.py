@@ -1,4 +1,6 @@
 """Pruning: masks survive optimizers, exact counts, torch's global_unstructured, schedules, structured shrink."""
+import copy
+
 import numpy as np
 import pytest
 
@@ -278,3 +280,60 @@ def test_prune_command_writes_its_tables(tmp_path, monkeypatch, capsys):
         main(["prune", "--sparsities", "1.0", "--out", str(tmp_path)])
     assert exit_info.value.code == 2
     assert "--sparsities" in capsys.readouterr().err
+
+
+def test_ptq_quantizes_a_pruned_model_with_its_masks_kept():
+    """A pruned layer is quantized, not skipped; same outputs as PTQ of the model with the zeros baked in."""
+    from tinyq.quant.config import QuantConfig
+    from tinyq.quant.ptq import quantize_ptq
+    from tinyq.quant.qat import quantizable_layers, quantized_weights
+    model = _mlp(15)
+    masks = prune.global_magnitude(model, 0.8)
+    assert {f"{name}.weight" for name in quantizable_layers(model)} == set(masks)
+    config = QuantConfig.uniform(bits=4)
+    qsim = quantize_ptq(model, _loader(), config)
+    codes = quantized_weights(qsim)
+    assert set(codes) == set(masks)
+    for key, qweight in codes.items():
+        assert np.all(qweight.values[masks[key] == 0] == 0)
+        assert np.mean(qweight.values[masks[key] == 1] != 0) > 0.5
+    assert set(prune.masks(qsim)) == set(masks)                  # the masks are kept
+    for key, mask in prune.masks(qsim).items():
+        np.testing.assert_array_equal(mask, masks[key])
+    baked = quantize_ptq(prune.remove_all(copy.deepcopy(model)), _loader(), config)
+    x, _ = _batch()
+    np.testing.assert_array_equal(qsim(tq.tensor(x)).data, baked(tq.tensor(x)).data)
+
+
+@pytest.mark.parametrize("fake_quant", ["ste", "lsq"])
+def test_qat_on_a_pruned_model_keeps_pruned_weights_zero_codes_while_training(fake_quant):
+    from tinyq.quant.config import QuantConfig
+    from tinyq.quant.qat import QuantLinear, convert, prepare_qat, quantized_weights
+    model = _mlp(16)
+    masks = prune.global_magnitude(model, 0.8)
+    qmodel = prepare_qat(model, QuantConfig.uniform(bits=4, fake_quant=fake_quant))
+    assert sum(isinstance(m, QuantLinear) for m in qmodel.modules()) == len(masks)
+    opt = optim.Adam(list(qmodel.parameters()), lr=0.01)
+    x, y = _batch()
+    before = {k: np.array(v, copy=True) for k, v in qmodel.state_dict().items()}
+    _steps(qmodel, opt, x, y, 20)
+    assert any(np.any(before[k] != np.asarray(v)) for k, v in qmodel.state_dict().items() if k.endswith("weight_orig"))
+    codes = quantized_weights(convert(qmodel))
+    assert set(codes) == set(masks)
+    for key, qweight in codes.items():
+        assert np.all(qweight.values[masks[key] == 0] == 0)
+
+
+def test_fold_batchnorm_folds_into_a_pruned_conv_and_keeps_its_mask():
+    from tinyq.quant.fold import fold_batchnorm
+    rng = np.random.default_rng(17)
+    model = nn.Sequential(nn.Conv2d(2, 3, 3, rng=rng), nn.BatchNorm2d(3))
+    bn = model[1]
+    bn.running_mean, bn.running_var = rng.normal(size=3).astype(np.float32), rng.uniform(0.5, 2, 3).astype(np.float32)
+    masks = prune.magnitude(model, 0.5)
+    model.eval()
+    folded = fold_batchnorm(model).eval()
+    assert isinstance(folded[1], nn.Identity) and prune.is_pruned(folded[0])
+    np.testing.assert_array_equal(prune.masks(folded)["0.weight"], masks["0.weight"])
+    x = rng.normal(size=(2, 2, 5, 5)).astype(np.float32)
+    np.testing.assert_allclose(folded(tq.tensor(x)).data, model(tq.tensor(x)).data, rtol=1e-5, atol=1e-5)

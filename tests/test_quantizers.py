@@ -192,3 +192,75 @@ def test_qat_checkpoints_written_by_fit_are_complete(tmp_path):
     assert any(key.endswith("input_quant.zero_point") for key in tq.load(tmp_path / "last.npz"))
     model.eval(), fresh.eval()
     np.testing.assert_array_equal(_run(fresh, _data(8)[0]), _run(model, _data(8)[0]))
+
+
+def _lsq_reference(x, step, qmin, qmax):
+    """round(clamp(x/s, qmin, qmax))·s in float64, half to even (the LSQ forward, by hand)."""
+    return np.rint(np.clip(np.asarray(x, np.float64) / step, qmin, qmax)) * step
+
+
+@pytest.mark.parametrize("axis", [None, 0])
+def test_lsq_step_pushed_to_zero_or_below_keeps_a_valid_grid(axis):
+    """An optimizer step can take s across 0: forward and qparams use ŝ = max(|s|, floor) > 0."""
+    rng = np.random.default_rng(21)
+    w = rng.normal(0, 0.1, (3, 8)).astype(np.float32)
+    quantizer = LSQQuantizer(8, signed=True, axis=axis, num_channels=None if axis is None else 3).init_from(w)
+    learned = np.full(quantizer.step_size.shape, 0.004, np.float32)
+    quantizer.step_size.data = -learned                             # as if the last update overshot 0
+    qparams = quantizer.qparams                                     # raised "every scale finite and > 0" before
+    np.testing.assert_allclose(qparams.scale, learned)
+    steps = learned if axis is None else learned.reshape(3, 1)
+    np.testing.assert_allclose(quantizer(tq.tensor(w)).data, _lsq_reference(w, steps, -128, 127), rtol=1e-6)
+    np.testing.assert_array_equal(quantizer.step_size.data, -learned)   # the parameter itself is left alone
+    from tinyq.quant.fake_quant import STEP_FLOOR
+    quantizer.step_size.data = np.zeros(quantizer.step_size.shape, np.float32)
+    assert np.all(quantizer.qparams.scale == np.float32(STEP_FLOOR))
+    out = quantizer(tq.tensor(w)).data
+    assert np.all(np.isfinite(out))
+    np.testing.assert_allclose(out, _lsq_reference(w, np.float32(STEP_FLOOR), -128, 127), rtol=1e-6)
+
+
+def test_positive_step_gradient_matches_finite_differences():
+    from tinyq.gradcheck import gradcheck
+    from tinyq.quant.fake_quant import STEP_FLOOR, positive_step
+    gradcheck(positive_step, [np.array([-0.8, -0.03, 0.02, 1.5])], name="positive_step")
+    s = tq.tensor(np.array([0.0, STEP_FLOOR / 2, -STEP_FLOOR / 2]), requires_grad=True)
+    out = positive_step(s)
+    out.sum().backward()
+    np.testing.assert_array_equal(out.data, STEP_FLOOR)            # the constant floor: no gradient there
+    np.testing.assert_array_equal(s.grad, 0.0)
+
+
+def test_lsq_gradient_at_a_negative_step_is_the_mirror_of_the_positive_one():
+    """dL/ds at s = −a equals −dL/ds at s = a (chain rule through |s|); both finite."""
+    rng = np.random.default_rng(22)
+    x = rng.normal(0, 1, (4, 16)).astype(np.float32)
+    upstream = rng.normal(size=x.shape).astype(np.float32)
+    grads = []
+    for sign in (1.0, -1.0):
+        quantizer = LSQQuantizer(4, signed=True).init_from(x)
+        quantizer.step_size.data = np.array(sign * 0.3, np.float32)
+        (quantizer(tq.tensor(x)) * tq.tensor(upstream)).sum().backward()
+        grads.append(float(quantizer.step_size.grad))
+    assert grads[0] != 0 and grads[1] == pytest.approx(-grads[0], rel=1e-6)
+
+
+def test_lsq_qat_with_a_large_adam_step_keeps_valid_qparams():
+    """A small version of the reported failure: Adam at a high lr drives weight steps below zero."""
+    from tinyq.quant.qat import convert, quantized_weights
+    rng = np.random.default_rng(23)
+    model = prepare_qat(models.mlp((8, 8, 3), rng=rng), QuantConfig.uniform(8, fake_quant="lsq"))
+    x, y = rng.normal(size=(32, 8)).astype(np.float32), rng.integers(0, 3, 32)
+    opt = optim.Adam(list(model.parameters()), lr=0.05)
+    crossed = False
+    for _ in range(40):
+        loss = F.cross_entropy(model(tq.tensor(x)), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        crossed |= any(np.any(m.step_size.data <= 0) for m in model.modules() if isinstance(m, LSQQuantizer))
+    assert crossed                                                  # the situation of the bug report
+    for module in model.modules():
+        if isinstance(module, LSQQuantizer):
+            assert np.all(np.asarray(module.qparams.scale) > 0)
+    assert all(np.all(np.isfinite(q.dequantize())) for q in quantized_weights(convert(model)).values())

@@ -10,3 +10,4 @@ from tinyq import functional, nn, optim  # noqa: F401,E402
 from tinyq import lowp  # noqa: F401,E402  (registers number formats for t.to(floats.BF16))
 
 __version__ = "0.1.0"
+from tinyq import allocator as _allocator  # noqa: F401,E402  (glibc malloc thresholds: no page faults per step)

@@ -7,10 +7,11 @@ of size (KH, KW), stride s, dilation d and (already applied) padding:
     cols[n, c, oh, ow, i, j] = x[n, c, oh s + i d, ow s + j d]
     out[n, o, oh, ow] = sum_{c,i,j} w[o, c, i, j] cols[n, c, oh, ow, i, j] + b[o]
 
-so a convolution is, per image, one matmul of the weight matrix (O, C KH KW) with
-the image's patch matrix (C KH KW, OH OW), and its input gradient scatters the
-patch gradients back (col2im). col2im and max-pooling use the compiled loops of
-tinyq.kernels.im2col when numba can JIT, and the NumPy code here otherwise.
+so a convolution is one matmul of the weight matrix (O, C KH KW) with the patch
+matrix (C KH KW, N OH OW) whose columns are the patches of every image, and its
+input gradient scatters the patch gradients back (col2im). col2im and max-pooling
+use the compiled loops of tinyq.kernels.im2col when numba can JIT, and the NumPy
+code here otherwise (the same numbers).
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from tinyq import kernels
-from tinyq.function import Function
+from tinyq.function import Function, needs_grad
 from tinyq.kernels import im2col as kernels_im2col
 from tinyq.shape_ops import _check_same_dtype
 from tinyq.tensor import Tensor
@@ -27,6 +28,15 @@ from tinyq.tensor import Tensor
 # else the NumPy code below; both give the same numbers. Only float32/float64 go to numba.
 USE_NUMBA = kernels.JIT_AVAILABLE
 _JIT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+# Memory for time: the patch matrix is KH*KW times larger than the input (25x for LeNet's 5x5 kernels,
+# 34 of the 44 MiB a LeNet-5 step kept for backward). A patch matrix up to PATCH_CHUNK_BYTES is kept for
+# backward. A larger one (with RECOMPUTE_PATCHES) is never built whole: forward keeps the padded input,
+# and both passes build the patches of a chunk of images at a time (im2col + GEMM per chunk), backward
+# rebuilding them: one more im2col copy per step, for a peak memory that no longer grows with K * batch.
+# RECOMPUTE_PATCHES = False keeps every patch matrix. benchmarks/bench_engine.py shows both.
+RECOMPUTE_PATCHES = True
+PATCH_CHUNK_BYTES = 8 * 2**20
 
 
 def _pair(value, name) -> tuple:
@@ -65,10 +75,15 @@ def col2im(cols: np.ndarray, x_shape: tuple, stride, dilation) -> np.ndarray:
 
 
 def _pad_spatial(x, padding, value=0.0):
+    """x inside a frame of `value`, ph rows and pw columns wide (np.full, then one slice copy: 2-6x faster
+    than np.pad, which pads one axis after the other)."""
     ph, pw = padding
     if ph == 0 and pw == 0:
         return x
-    return np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), mode="constant", constant_values=value)
+    n, c, h, w = x.shape
+    out = np.full((n, c, h + 2 * ph, w + 2 * pw), value, dtype=x.dtype)
+    out[:, :, ph: ph + h, pw: pw + w] = x
+    return out
 
 
 def _unpad_spatial(x, padding):
@@ -83,49 +98,86 @@ def _col2im_patches(cols: np.ndarray, padded_shape: tuple, stride, dilation) -> 
     return col2im(cols.transpose(0, 1, 4, 5, 2, 3), padded_shape, stride, dilation)
 
 
-class Conv2d(Function):
-    """One matrix product per image (NumPy broadcasts it over the batch and the groups):
+def _patch_matrix(xp, kernel_size, stride, dilation, groups):
+    """(G, C/G*KH*KW, N*OH*OW): column (n, oh, ow) holds the patch of image n at (oh, ow).
 
-        forward     out[n, g]    = W[g] cols[n, g]           (O/G, C/G*KH*KW) @ (C/G*KH*KW, OH*OW)
-        backward    grad_W[g]    = sum_n grad[n, g] cols[n, g]^T
-                    grad_cols    = W[g]^T grad[n, g]          then col2im
-    With the patches of one image as the columns of cols[n, g], the product comes out
-    as (O, OH*OW) per image, which is already NCHW: no transpose of the output.
+    im2col's view, transposed to (C, KH, KW, N, OH, OW); the reshape copies it: the one copy of im2col."""
+    windows = im2col(xp, kernel_size, stride, dilation)                 # (N, C, OH, OW, KH, KW) view
+    c, kh, kw, n, oh, ow = (windows.shape[i] for i in (1, 4, 5, 0, 2, 3))
+    return windows.transpose(1, 4, 5, 0, 2, 3).reshape(groups, c // groups * kh * kw, n * oh * ow)
+
+
+def _images_per_chunk(patch_bytes_per_image: int) -> int:
+    """How many images' patch matrices fit in PATCH_CHUNK_BYTES (at least one)."""
+    return max(1, PATCH_CHUNK_BYTES // patch_bytes_per_image)
+
+
+class Conv2d(Function):
+    """One matrix product per group over every position of every image (N*OH*OW columns):
+
+        forward     out[g]     = W[g] cols[g]            (O/G, C/G*KH*KW) @ (C/G*KH*KW, N*OH*OW)
+        backward    grad_W[g]  = grad[g] cols[g]^T       grad as (O/G, N*OH*OW): the sum over images is in the GEMM
+                    grad_cols  = W[g]^T grad[g]          then col2im
+    The product comes out as (O, N, OH, OW), one transpose away from NCHW. (A matmul per image,
+    (O, K) @ (K, OH*OW), would give NCHW directly, but many small GEMMs are slower than one large
+    one, and grad_W would need an (N, O, K) temporary summed over n.)
     """
 
     @staticmethod
     def forward(ctx, x, weight, bias=None, *, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1):
-        n, c = x.shape[:2]
+        n = x.shape[0]
         out_channels, c_per_group, kh, kw = weight.shape
         xp = _pad_spatial(x, padding)
-        windows = im2col(xp, (kh, kw), stride, dilation)                  # (N, C, OH, OW, KH, KW) view
-        oh, ow = windows.shape[2:4]
-        # (N, G, C/G, KH, KW, OH, OW) -> (N, G, C/G*KH*KW, OH*OW): this reshape is the one copy of im2col
-        cols = windows.reshape(n, groups, c_per_group, oh, ow, kh, kw) \
-            .transpose(0, 1, 2, 5, 6, 3, 4).reshape(n, groups, c_per_group * kh * kw, oh * ow)
+        oh = output_size(xp.shape[2], kh, stride[0], dilation[0])
+        ow = output_size(xp.shape[3], kw, stride[1], dilation[1])
         w = weight.reshape(groups, out_channels // groups, c_per_group * kh * kw)
-        out = np.matmul(w, cols).reshape(n, out_channels, oh, ow)         # (N, G, O/G, OH*OW) is NCHW
+        patch_bytes = xp.shape[1] * kh * kw * oh * ow * xp.itemsize        # one image's patch matrix
+        recompute = RECOMPUTE_PATCHES and n * patch_bytes > PATCH_CHUNK_BYTES
+        chunk = _images_per_chunk(patch_bytes) if recompute else n
+        out = np.empty((n, out_channels, oh, ow), dtype=np.result_type(x, weight))
+        for start in range(0, n, chunk):               # one pass unless the patch matrix exceeds the budget
+            stop = min(n, start + chunk)
+            cols = _patch_matrix(xp[start:stop], (kh, kw), stride, dilation, groups)   # (G, C/G*KH*KW, m*OH*OW)
+            out[start:stop] = np.matmul(w, cols).reshape(out_channels, stop - start, oh, ow).transpose(1, 0, 2, 3)
+            if recompute:
+                del cols                               # free this chunk's patches before the next one is built
         if bias is not None:
             out += bias.reshape(-1, 1, 1)
-        ctx.save_for_backward(cols, w)
+        ctx.save_for_backward(xp if recompute else cols, w)
+        ctx.recompute = recompute
         ctx.geometry = (xp.shape, (kh, kw), (oh, ow), stride, padding, dilation, groups)
         return out
 
     @staticmethod
     def backward(ctx, grad):
-        cols, w = ctx.saved_tensors
+        saved, w = ctx.saved_tensors                   # the padded input (or the patch matrix), the weights
         xp_shape, (kh, kw), (oh, ow), stride, padding, dilation, groups = ctx.geometry
         n, c = xp_shape[:2]
         out_channels = grad.shape[1]
-        g = grad.reshape(n, groups, out_channels // groups, oh * ow)
-        grad_w = np.matmul(g, cols.transpose(0, 1, 3, 2)).sum(axis=0).reshape(out_channels, c // groups, kh, kw)
         grad_bias = grad.sum(axis=(0, 2, 3)) if len(ctx.inputs) > 2 and ctx.inputs[2] is not None else None
-        grad_x = None
-        if isinstance(ctx.inputs[0], Tensor) and ctx.inputs[0].requires_grad:
-            grad_cols = np.matmul(w.transpose(0, 2, 1), g)                # (N, G, C/G*KH*KW, OH*OW)
-            grad_cols = grad_cols.reshape(n, c, kh, kw, oh, ow)
-            grad_x = _unpad_spatial(_col2im_patches(grad_cols, xp_shape, stride, dilation), padding)
-        return grad_x, grad_w, grad_bias
+        wants_x = needs_grad(ctx, 0)
+        chunk = _images_per_chunk(c * kh * kw * oh * ow * grad.itemsize) if ctx.recompute else n
+        grad_w, grad_xp = np.zeros(w.shape, dtype=grad.dtype), None
+        for start in range(0, n, chunk):               # one pass unless recomputed patches exceed the budget
+            stop = min(n, start + chunk)
+            m = stop - start
+            cols = _patch_matrix(saved[start:stop], (kh, kw), stride, dilation, groups) if ctx.recompute \
+                else saved
+            g = grad[start:stop].transpose(1, 0, 2, 3).reshape(groups, out_channels // groups, m * oh * ow)
+            grad_w += np.matmul(g, cols.transpose(0, 2, 1))
+            if wants_x:
+                grad_cols = np.matmul(w.transpose(0, 2, 1), g)           # (G, C/G*KH*KW, m*OH*OW)
+                patches = grad_cols.reshape(c, kh, kw, m, oh, ow).transpose(3, 0, 1, 2, 4, 5)
+                part = _col2im_patches(patches, (m,) + tuple(xp_shape[1:]), stride, dilation)
+                if m == n:
+                    grad_xp = part
+                else:
+                    grad_xp = np.empty(xp_shape, dtype=grad.dtype) if grad_xp is None else grad_xp
+                    grad_xp[start:stop] = part
+                del grad_cols, patches, part
+            del cols                                   # free this chunk's patches before the next one is built
+        grad_x = _unpad_spatial(grad_xp, padding) if wants_x else None
+        return grad_x, grad_w.reshape(out_channels, c // groups, kh, kw), grad_bias
 
 
 class MaxPool2d(Function):

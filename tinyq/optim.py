@@ -1,7 +1,9 @@
 """Optimizers and learning-rate schedules. Each update is written as its formula.
 
-Gradients are read from p.grad (an ndarray); parameters are updated in place
-on p.data, in the parameter's own dtype.
+Gradients are read from p.grad (an ndarray); parameters and the optimizer's state
+(momentum, Adam's moments) are updated in place, in the parameter's own dtype: a step
+allocates no new parameter or state arrays, only a few temporaries (and p.data stays the
+same array, as in PyTorch).
 """
 from __future__ import annotations
 
@@ -29,9 +31,10 @@ class Optimizer:
     def step(self) -> None:
         for p, state in zip(self.params, self.state):
             if p.grad is not None:
-                p.data = self._update(p.data, p.grad.astype(p.data.dtype, copy=False), state)
+                self._update(p.data, p.grad.astype(p.data.dtype, copy=False), state)
 
-    def _update(self, param, grad, state):  # pragma: no cover - abstract
+    def _update(self, param, grad, state) -> None:  # pragma: no cover - abstract
+        """Update param (an ndarray) in place from grad; never write into grad (it may be p.grad itself)."""
         raise NotImplementedError
 
 
@@ -51,11 +54,14 @@ class SGD(Optimizer):
             ### BEGIN SOLUTION 2.3
             mu = param.dtype.type(self.momentum)
             velocity = state.get("velocity")
-            velocity = grad.copy() if velocity is None else mu * velocity + grad   # first step: v = g
-            state["velocity"] = velocity
+            if velocity is None:
+                velocity = state["velocity"] = grad.copy()         # first step: v = g
+            else:
+                velocity *= mu                                     # v = mu v + g, in place
+                velocity += grad
             grad = grad + mu * velocity if self.nesterov else velocity
             ### END SOLUTION
-        return param - param.dtype.type(self.lr) * grad
+        param -= param.dtype.type(self.lr) * grad
 
 
 class Adam(Optimizer):
@@ -76,15 +82,23 @@ class Adam(Optimizer):
         b1, b2 = self.betas
         dtype = param.dtype.type
         if self.weight_decay and self.decoupled:
-            param = param * dtype(1 - self.lr * self.weight_decay)
+            param *= dtype(1 - self.lr * self.weight_decay)
         elif self.weight_decay:
             grad = grad + dtype(self.weight_decay) * param
-        step = state["step"] = state.get("step", 0) + 1
-        m = state["m"] = dtype(b1) * state.get("m", np.zeros_like(param)) + dtype(1 - b1) * grad
-        v = state["v"] = dtype(b2) * state.get("v", np.zeros_like(param)) + dtype(1 - b2) * grad * grad
-        m_hat = m / dtype(1 - b1 ** step)
-        v_hat = v / dtype(1 - b2 ** step)
-        return param - dtype(self.lr) * m_hat / (np.sqrt(v_hat) + dtype(self.eps))
+        if "m" not in state:
+            state.update(step=0, m=np.zeros_like(param), v=np.zeros_like(param))
+        step = state["step"] = state["step"] + 1
+        m, v = state["m"], state["v"]
+        m *= dtype(b1)                                   # m = b1 m + (1 - b1) g, in place
+        m += dtype(1 - b1) * grad
+        v *= dtype(b2)                                   # v = b2 v + (1 - b2) g^2, in place
+        v += dtype(1 - b2) * grad * grad
+        update = m / dtype(1 - b1 ** step)               # m_hat, then lr m_hat / (sqrt(v_hat) + eps)
+        update *= dtype(self.lr)
+        denominator = np.sqrt(v / dtype(1 - b2 ** step))
+        denominator += dtype(self.eps)
+        update /= denominator
+        param -= update
 
 
 class AdamW(Adam):

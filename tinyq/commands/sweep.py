@@ -10,6 +10,7 @@ from tinyq.commands.options import (OptionError, check_output_dir, data_options,
                                     out_option, positive_int, run_folder_options, seed_option)
 from tinyq.commands.parallel_options import parallel_args
 from tinyq.experiments.bitwidth import DEFAULT_BITS, PTQ_OBSERVERS, QAT_METHODS
+from tinyq.formats.rounding import MAX_BITS, MIN_BITS
 
 SWEEP_FILES = ("run.json", "float.npz", "sweep.json", "sweep.csv", "sweep.png", "sensitivity.json",
                "sensitivity.csv", "sensitivity.png")
@@ -88,13 +89,14 @@ def _settings(args, *names) -> dict:
 
 @command("sweep", help="accuracy vs bit-width: PTQ with each observer and QAT (STE, LSQ) at 8..2 bits",
          args=_common_args("runs/sweep") + [
-             arg("--bits", type=int_in(2, 16), nargs="+", default=list(DEFAULT_BITS), help="bit-widths (2..16)"),
+             arg("--bits", type=int_in(MIN_BITS, MAX_BITS), nargs="+", default=list(DEFAULT_BITS),
+                 help=f"bit-widths ({MIN_BITS}..{MAX_BITS})"),
              arg("--observers", nargs="+", default=list(PTQ_OBSERVERS), help="PTQ observers"),
              arg("--qat", nargs="+", default=list(QAT_METHODS), choices=["ste", "lsq", "pact"],
                  help="QAT methods: ste lsq pact"),
              arg("--qat-epochs", type=positive_int, default=3, help="QAT fine-tuning epochs from the float model"),
              arg("--sensitivity", action="store_true", help="also run the per-layer sensitivity"),
-             arg("--sensitivity-bits", type=int_in(2, 16), default=2)])
+             arg("--sensitivity-bits", type=int_in(MIN_BITS, MAX_BITS), default=2)])
 def sweep_command(args):
     """Train (or load) a float model, then quantize it at each bit-width with PTQ (each observer) and QAT
     (short fine-tuning); print method × bits → test accuracy and model size; write sweep.json/.csv/.png."""
@@ -136,7 +138,8 @@ def sweep_command(args):
 
 @command("sensitivity", help="per-layer sensitivity: quantize one layer at a time to low bits, report the drop",
          args=_common_args("runs/sensitivity") + [
-             arg("--bits", type=int_in(2, 16), default=2, help="bit-width for the one quantized layer (2..16)"),
+             arg("--bits", type=int_in(MIN_BITS, MAX_BITS), default=2,
+                 help=f"bit-width for the one quantized layer ({MIN_BITS}..{MAX_BITS})"),
              arg("--observer", default="minmax", help="PTQ observer")])
 def sensitivity_command(args):
     """Quantize each Linear/Conv2d alone (weights and input) with PTQ at --bits; table + bar plot of the drop."""

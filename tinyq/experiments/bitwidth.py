@@ -16,6 +16,7 @@ import time
 
 import numpy as np
 
+from tinyq.formats.rounding import check_bits
 
 METHOD_IDS = {"minmax": 0, "percentile": 1, "mse": 2, "entropy": 3, "moving_average": 4, "ste": 10, "lsq": 11,
               "pact": 12}
@@ -148,9 +149,7 @@ def sweep(model, train_set, test_set, bits=DEFAULT_BITS, observers=PTQ_OBSERVERS
     from tqdm.auto import tqdm
     from tinyq.quant.qat import model_size_bytes
 
-    for b in bits:
-        if not isinstance(b, (int, np.integer)) or not 2 <= b <= 16:
-            raise ValueError(f"sweep expects bit-widths in 2..16, got {b!r}")
+    bits = [check_bits(b, "sweep") for b in bits]
     calibration = calibration_loader(train_set, calibration_samples)
     records = [dict(method="fp32", kind="float", bits=32, accuracy=evaluate(model, test_set),
                     size_bytes=model_size_bytes(model), seconds=0.0)]
@@ -183,6 +182,7 @@ def sensitivity(model, train_set, test_set, bits: int = 2, observer: str = "minm
     from tinyq.quant.ptq import fold_batchnorm
     from tinyq.quant.qat import quantizable_layers
 
+    bits = check_bits(bits, "sensitivity")
     folded = fold_batchnorm(model)
     reference = evaluate(folded, test_set)
     calibration = calibration_loader(train_set, calibration_samples)

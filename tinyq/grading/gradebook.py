@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from pathlib import Path
 
@@ -113,8 +114,6 @@ def grade_class(submissions, out, *, exercise=None, reference=None, timeout: flo
     """Grade every submission (resuming from OUT/reports), write OUT/gradebook.{csv,json}; returns the
     gradebook {"run_seed", "exercises", "rows", "graded", "reused", "executor"}.
     Everything is checked (paths, names, options, the scheduler) before anything is written."""
-    import os
-
     out = Path(out)
     students = find_submissions(submissions, exclude=out)
     reference = Path(reference).resolve() if reference is not None else reference_root()

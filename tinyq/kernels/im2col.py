@@ -1,4 +1,4 @@
-"""Scatter kernels for convolution and max-pooling backward: NumPy reference beside numba loops.
+"""Scatter kernels for convolution and max-pooling: NumPy reference beside numba loops.
 
 Layout NCHW; all inputs here are already padded. For a kernel offset (i, j), stride s
 and dilation d, the patch element (i, j) of output position (oh, ow) is
@@ -50,9 +50,9 @@ def _col2im_loops(cols, out, sh, sw, dh, dw):
 
 
 def col2im(cols: np.ndarray, padded_shape: tuple, stride: tuple, dilation: tuple) -> np.ndarray:
-    """Same as col2im_reference, one pass of compiled loops (cols: (N, C, KH, KW, OH, OW))."""
+    """Same as col2im_reference, one pass of compiled loops (cols: (N, C, KH, KW, OH, OW), any strides)."""
     out = np.zeros(padded_shape, dtype=cols.dtype)
-    _col2im_loops(np.ascontiguousarray(cols), out, stride[0], stride[1], dilation[0], dilation[1])
+    _col2im_loops(cols, out, stride[0], stride[1], dilation[0], dilation[1])
     return out
 
 
@@ -74,24 +74,34 @@ def max_pool2d_reference(xp: np.ndarray, kernel_size: tuple, stride: tuple, dila
 
 @jit
 def _max_pool_loops(xp, kh, kw, sh, sw, dh, dw, out, index):
+    """Window-unrolled: one pass over the output plane per kernel offset (i, j), in argmax's order.
+
+    The running maximum starts at offset (0, 0); offset (i, j) replaces it where its value is
+    larger, or is NaN while the maximum is not (argmax returns the first NaN). The replacement is
+    a select, not a branch, and the inner loop runs along a row of outputs, so the compiler can
+    vectorize it. Later offsets win only when strictly larger: ties keep the first, like argmax.
+    """
     n, c, oh, ow = out.shape
     width = xp.shape[3]
     for b in range(n):
         for ch in range(c):
+            plane, best, where = xp[b, ch], out[b, ch], index[b, ch]
             for y in range(oh):
                 for x in range(ow):
-                    best = xp[b, ch, y * sh, x * sw]
-                    best_index = y * sh * width + x * sw
-                    for i in range(kh):
+                    best[y, x] = plane[y * sh, x * sw]
+                    where[y, x] = y * sh * width + x * sw
+            for i in range(kh):
+                for j in range(kw):
+                    if i + j == 0:
+                        continue
+                    for y in range(oh):
                         row = y * sh + i * dh
-                        for j in range(kw):
-                            col = x * sw + j * dw
-                            value = xp[b, ch, row, col]
-                            if value > best or (value != value and best == best):   # NaN wins, like argmax
-                                best = value
-                                best_index = row * width + col
-                    out[b, ch, y, x] = best
-                    index[b, ch, y, x] = best_index
+                        best_row, where_row, plane_row = best[y], where[y], plane[row]
+                        for x in range(ow):
+                            value, current = plane_row[x * sw + j * dw], best_row[x]
+                            take = (value > current) | ((value != value) & (current == current))
+                            best_row[x] = value if take else current
+                            where_row[x] = row * width + x * sw + j * dw if take else where_row[x]
 
 
 def max_pool2d(xp: np.ndarray, kernel_size: tuple, stride: tuple, dilation: tuple):

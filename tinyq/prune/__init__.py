@@ -5,10 +5,11 @@
     prune.sparsity_report(model)                     # per layer and global
     prune.remove_all(model)                          # bake the zeros in
 
-With quantization: PTQ/QAT swap only plain Linear/Conv2d layers, so bake the masks in first
-(`remove_all`); for QAT put the masks back on the prepared copy so they hold while it trains:
-    qmodel = prune.apply_masks(prepare_qat(prune.remove_all(model), config), masks)
-On a symmetric grid a pruned weight is then the zero code, exactly.
+With quantization: PTQ/QAT quantize a pruned Linear/Conv2d with its mask kept (the Quant* layer
+computes fq(W_orig ⊙ m)), so the masks hold while the quantized copy trains:
+    qmodel = prepare_qat(model, config)             # or quantize_ptq(model, loader, config)
+On a symmetric grid a pruned weight is then the zero code, exactly (`remove_all` first bakes the zeros in
+and drops the masks, if the quantized model should be free to train them).
 """
 from tinyq.prune.masks import (apply_mask, apply_masks, get_mask, global_magnitude, is_pruned,  # noqa: F401
                                magnitude, magnitude_masks, masks, prunable, random_masks, random_prune, reapply,

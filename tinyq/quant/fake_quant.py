@@ -29,8 +29,9 @@ from tinyq.function import Function
 from tinyq.ops import StraightThroughRound
 from tinyq.tensor import Tensor
 
-__all__ = ["FakeQuantizeSTE", "LSQFakeQuantize", "LSQPlusFakeQuantize", "PACTFakeQuantize", "fake_quantize_ste",
-           "lsq_fake_quantize", "pact_fake_quantize", "lsq_grad_scale", "lsq_init_step_size"]
+__all__ = ["FakeQuantizeSTE", "LSQFakeQuantize", "LSQPlusFakeQuantize", "PACTFakeQuantize", "PositiveStep",
+           "fake_quantize_ste", "lsq_fake_quantize", "pact_fake_quantize", "lsq_grad_scale", "lsq_init_step_size",
+           "positive_step", "positive_step_value", "STEP_FLOOR"]
 
 
 # ------------------------------------------------------------------------------ Functions
@@ -155,6 +156,42 @@ class LSQPlusFakeQuantize(LSQFakeQuantize):
         clamped = (ratio <= ctx.qmin) | (ratio >= ctx.qmax)
         d_zero = _sum_to_step(grad * np.where(clamped, -ctx.step, 0) * ctx.grad_scale, ctx)
         return grad_x, grad_step, d_zero.astype(ctx.zero_dtype).reshape(ctx.zero_shape)
+
+
+STEP_FLOOR = float(np.finfo(np.float32).eps)    # the smallest step a learned LSQ step becomes (≈ 1.19e-7)
+
+
+class PositiveStep(Function):
+    """ŝ = max(|s|, floor): the step LSQ quantizes with, > 0 whatever an optimizer did to s.
+
+    ∂ŝ/∂s = sign(s) where |s| > floor, 0 below it (ŝ is then the constant floor).
+    A gradient step that takes s across 0 leaves the grid as coarse as |s| says instead of
+    breaking it (a step ≤ 0 has no grid); LSQ implementations clamp the step the same way.
+    """
+
+    @staticmethod
+    def forward(ctx, step_size, *, floor=STEP_FLOOR):
+        if not np.all(np.isfinite(step_size)):
+            raise ValueError(f"LSQ step size must be finite, got {step_size}")
+        ctx.save_for_backward(step_size)
+        ctx.floor = floor
+        return positive_step_value(step_size, floor)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (step_size,) = ctx.saved_tensors
+        return (grad * np.sign(step_size) * (np.abs(step_size) > ctx.floor)).astype(step_size.dtype, copy=False)
+
+
+def positive_step_value(step_size, floor: float = STEP_FLOOR) -> np.ndarray:
+    """max(|s|, floor) on arrays (what PositiveStep computes, for reading qparams outside autograd)."""
+    step_size = np.asarray(step_size)
+    return np.maximum(np.abs(step_size), floor).astype(step_size.dtype, copy=False)
+
+
+def positive_step(step_size) -> Tensor:
+    """ŝ = max(|s|, floor) through autograd (PositiveStep)."""
+    return PositiveStep.apply(_as_tensor(step_size, "positive_step"))
 
 
 class PACTFakeQuantize(Function):

@@ -50,7 +50,8 @@ def _fold_pair(layer, bn):
                                   bn.running_mean, bn.running_var, None if bn.weight is None else bn.weight.data,
                                   None if bn.bias is None else bn.bias.data, bn.eps)
     folded = copy.deepcopy(layer)
-    folded.weight = Parameter(weight)
+    pruned = "weight" in getattr(type(layer), "_pruned_names", ())      # tinyq.prune: weight = weight_orig ⊙ mask
+    setattr(folded, "weight_orig" if pruned else "weight", Parameter(weight))   # W ⊙ m scaled per row: still 0 at m = 0
     folded.bias = Parameter(bias)
     return folded
 
@@ -67,7 +68,7 @@ def fold_batchnorm(model: Module) -> Module:
         names = list(parent._modules)
         for first, second in zip(names[:-1], names[1:]):
             layer, bn = parent._modules[first], parent._modules[second]
-            if (type(layer), type(bn)) in _FOLDABLE:
+            if (getattr(type(layer), "_unpruned_class", type(layer)), type(bn)) in _FOLDABLE:
                 setattr(parent, first, _fold_pair(layer, bn))
                 setattr(parent, second, Identity())
     return model

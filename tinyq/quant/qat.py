@@ -20,6 +20,7 @@ import numpy as np
 
 from tinyq import functional as F
 from tinyq.nn import Conv2d, Linear, Module, Parameter
+from tinyq.prune.masks import apply_mask
 from tinyq.quant.config import QConfig, QuantConfig, QuantSpec
 from tinyq.quant.fold import fold_batchnorm
 from tinyq.quant.qtensor import QTensor
@@ -140,14 +141,33 @@ class QuantConv2d(_QuantLayer):
 _SWAPS = {Linear: QuantLinear, Conv2d: QuantConv2d}
 
 
+def _quant_class(module: Module):
+    """QuantLinear/QuantConv2d for a Linear/Conv2d, pruned or not (a pruned layer's class is a subclass
+    made by tinyq.prune that records its `_unpruned_class`); None for anything else."""
+    return _SWAPS.get(getattr(type(module), "_unpruned_class", type(module)))
+
+
+def _swap(layer: Module, qconfig: QConfig, observe_only: bool, pact_alpha_l2: float) -> _QuantLayer:
+    """The Quant* layer for `layer`; a pruned layer's masks move onto it, so it computes
+    fq(W_orig ⊙ m): a pruned weight is exactly 0 before quantization, the zero code on a symmetric grid
+    (0 is on every affine grid), and stays 0 while the quantized model trains."""
+    quantized = _quant_class(layer)(layer, qconfig, observe_only, pact_alpha_l2)   # copies the masked weight
+    for name in getattr(type(layer), "_pruned_names", ()):
+        apply_mask(quantized, name, getattr(layer, name + "_mask"))
+    return quantized
+
+
 def quantizable_layers(model: Module) -> list:
-    """Names of the Linear/Conv2d layers (as named_modules names them) that a QuantConfig can address."""
-    return [name for name, module in model.named_modules() if type(module) in _SWAPS]
+    """Names of the Linear/Conv2d layers, pruned ones included (as named_modules names them), that a
+    QuantConfig can address."""
+    return [name for name, module in model.named_modules() if _quant_class(module) is not None]
 
 
 def quantize_layers(model: Module, config: QuantConfig, observe_only: bool = False,
                     pact_alpha_l2: float = 0.0) -> Module:
-    """A deep copy of model with every configured Linear/Conv2d replaced by its Quant* layer."""
+    """A deep copy of model with every configured Linear/Conv2d replaced by its Quant* layer.
+
+    A pruned layer (tinyq.prune) keeps its masks: the Quant* layer is pruned with the same masks."""
     if not isinstance(model, Module):
         raise TypeError(f"expected an nn.Module, got {type(model).__name__}")
     if not isinstance(config, QuantConfig):
@@ -155,16 +175,16 @@ def quantize_layers(model: Module, config: QuantConfig, observe_only: bool = Fal
     names = quantizable_layers(model)
     config.check_layer_names(names)
     model = copy.deepcopy(model)
-    if type(model) in _SWAPS:                          # the model is a single layer
+    if _quant_class(model) is not None:                # the model is a single layer
         qconfig = config.for_layer("")
-        return model if qconfig is None else _SWAPS[type(model)](model, qconfig, observe_only, pact_alpha_l2)
+        return model if qconfig is None else _swap(model, qconfig, observe_only, pact_alpha_l2)
     for parent_name, parent in list(model.named_modules()):
         for child_name, child in list(parent._modules.items()):
-            if type(child) not in _SWAPS:
+            if _quant_class(child) is None:
                 continue
             qconfig = config.for_layer(f"{parent_name}.{child_name}" if parent_name else child_name)
             if qconfig is not None:
-                setattr(parent, child_name, _SWAPS[type(child)](child, qconfig, observe_only, pact_alpha_l2))
+                setattr(parent, child_name, _swap(child, qconfig, observe_only, pact_alpha_l2))
     return model
 
 
@@ -253,6 +273,7 @@ def model_size_bytes(model: Module, config: QuantConfig | None = None) -> int:
     points (int32), biases int32, each activation quantizer's scale + zero point, everything else float32.
 
     A Quant* layer counts by its own QConfig; a plain Linear/Conv2d by `config` (float32 if None).
+    A quantized layer's pruning mask is not counted: its pruned weights are stored as zero codes.
     """
     total, seen = 0, set()
     for name, module in model.named_modules():
@@ -261,7 +282,7 @@ def model_size_bytes(model: Module, config: QuantConfig | None = None) -> int:
         if isinstance(module, _QuantLayer):
             qconfig = module.qconfig
             activations = sum(q is not None for q in (module.input_quant, module.output_quant))
-        elif type(module) in _SWAPS and config is not None:
+        elif _quant_class(module) is not None and config is not None:
             qconfig = config.for_layer(name)
             activations = 0 if qconfig is None else sum(s is not None for s in (qconfig.input, qconfig.output))
         else:
@@ -273,6 +294,7 @@ def model_size_bytes(model: Module, config: QuantConfig | None = None) -> int:
         else:
             total += sum(32 * p.size for p in module._parameters.values() if p is not None and id(p) not in seen)
             seen.update(id(p) for p in module._parameters.values() if p is not None)   # a tied weight counts once
-        total += sum(32 * np.size(getattr(module, b)) for b in module._buffers
-                     if getattr(module, b) is not None and np.asarray(getattr(module, b)).dtype.kind == "f")
+        masks = {f"{n}_mask" for n in getattr(type(module), "_pruned_names", ())} if qconfig is not None else ()
+        total += sum(32 * np.size(getattr(module, b)) for b in module._buffers if b not in masks   # zeros are codes
+                     and getattr(module, b) is not None and np.asarray(getattr(module, b)).dtype.kind == "f")
     return math.ceil(total / 8)

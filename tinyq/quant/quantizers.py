@@ -21,7 +21,7 @@ from tinyq.formats.affine import QParams
 from tinyq.formats.rounding import check_bits, integer_range, nearest_even
 from tinyq.nn.module import Module, Parameter
 from tinyq.quant.fake_quant import fake_quantize_ste, lsq_fake_quantize, lsq_grad_scale, lsq_init_step_size, \
-    pact_fake_quantize
+    pact_fake_quantize, positive_step, positive_step_value
 from tinyq.quant.observers import OBSERVERS, make_observer
 from tinyq.tensor import Tensor
 
@@ -195,9 +195,10 @@ class FakeQuantize(_Quantizer):
 
 
 class LSQQuantizer(_Quantizer):
-    """x̂ = round(clamp(x/s, qmin, qmax))·s with a learned step s (a Parameter), Esser et al. 2019.
+    """x̂ = round(clamp(x/ŝ, qmin, qmax))·ŝ, ŝ = max(|s|, floor), with a learned step s (a Parameter), Esser et al. 2019.
 
-    s starts at 2·mean|x|/sqrt(qmax) of the first input it sees (or of `init_from(x)`).
+    The floor (fake_quant.STEP_FLOOR) keeps the grid valid when an optimizer pushes s to 0 or below;
+    qparams report ŝ. s starts at 2·mean|x|/sqrt(qmax) of the first input it sees (or of `init_from(x)`).
     Gradient scale g = 1/sqrt(N·qmax): N = elements per step for weights, features per sample
     for activations (activation=True: N = x.size / batch size).
     Per-channel steps: axis and num_channels (weights, axis 0).
@@ -241,13 +242,10 @@ class LSQQuantizer(_Quantizer):
     def forward(self, x: Tensor) -> Tensor:
         if not bool(self.initialized):
             self.init_from(x.data)
-        tiny = np.finfo(np.float32).tiny
-        if np.any(self.step_size.data < tiny):          # projected gradient descent: keep s > 0
-            self.step_size.data = np.maximum(self.step_size.data, tiny).astype(np.float32)
         per_step = x.size // max(self.step_size.size, 1)
         if self.activation and x.ndim > 1:
             per_step //= x.shape[0]                     # features per sample
-        return lsq_fake_quantize(x, self.step_size, self.bits, self.signed, self.narrow_range,
+        return lsq_fake_quantize(x, positive_step(self.step_size), self.bits, self.signed, self.narrow_range,
                                  grad_scale=lsq_grad_scale(per_step, self.qmax), axis=self.axis,
                                  zero_point=self.zero_point)
 
@@ -258,9 +256,10 @@ class LSQQuantizer(_Quantizer):
             raise RuntimeError("LSQQuantizer has seen no data: its step size is not initialised")
         zero = np.zeros(self.step_size.shape, np.int64) if self.zero_point is None else \
             np.clip(nearest_even(self.zero_point.data), self.qmin, self.qmax).astype(np.int64)
+        step = positive_step_value(self.step_size.data)       # the step forward quantizes with
         if self.axis is None:
-            return QParams(float(self.step_size.data), int(zero), self.bits, self.signed, None, self.narrow_range)
-        return QParams(self.step_size.data.copy(), zero, self.bits, self.signed, self.axis, self.narrow_range)
+            return QParams(float(step), int(zero), self.bits, self.signed, None, self.narrow_range)
+        return QParams(step, zero, self.bits, self.signed, self.axis, self.narrow_range)
 
     def extra_repr(self) -> str:
         plus = ", learned zero point" if self.zero_point is not None else ""

@@ -49,6 +49,7 @@ COMMAND_MODULES: list[str] = [
     "tinyq.commands.amp",
     "tinyq.commands.distill",
     "tinyq.commands.report",
+    "tinyq.commands.export",
 ]
 
 

@@ -19,7 +19,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from tinyq import kernels
-from tinyq.function import Function
+from tinyq.function import Function, needs_grad
 from tinyq.kernels import im2col as kernels_im2col
 from tinyq.shape_ops import _check_same_dtype
 from tinyq.tensor import Tensor
@@ -155,7 +155,7 @@ class Conv2d(Function):
         n, c = xp_shape[:2]
         out_channels = grad.shape[1]
         grad_bias = grad.sum(axis=(0, 2, 3)) if len(ctx.inputs) > 2 and ctx.inputs[2] is not None else None
-        wants_x = isinstance(ctx.inputs[0], Tensor) and ctx.inputs[0].requires_grad
+        wants_x = needs_grad(ctx, 0)
         chunk = _images_per_chunk(c * kh * kw * oh * ow * grad.itemsize) if ctx.recompute else n
         grad_w, grad_xp = np.zeros(w.shape, dtype=grad.dtype), None
         for start in range(0, n, chunk):               # one pass unless recomputed patches exceed the budget

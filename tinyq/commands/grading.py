@@ -6,6 +6,7 @@ import math
 import os
 
 from tinyq.cli import arg, command
+from tinyq.commands.parallel_options import parallel_args
 
 
 def _seconds(text: str) -> float:
@@ -51,11 +52,15 @@ def student_command(args) -> int:
     return 0
 
 
-@command("grade", help="grade a (student) copy: trusted checks, run outside the graded code, decide",
-         args=[arg("path", nargs="?", default=".", help="root of the copy to grade"),
+@command("grade", help="grade a (student) copy, or a whole class into a gradebook: trusted checks decide",
+         args=[arg("paths", nargs="*", default=["."], metavar="PATH",
+                   help="root of the copy to grade; or a folder of student folders, or several copies: "
+                        "then a gradebook is written to --out"),
                arg("--exercise", default=None, help="grade only this exercise id (and its prerequisites)"),
                arg("--json", default="grade-report.json", dest="json_path", metavar="FILE",
-                   help="where to write the JSON report"),
+                   help="where to write the JSON report (one submission)"),
+               arg("--out", default="gradebook", metavar="DIR",
+                   help="gradebook folder (a class): gradebook.csv, gradebook.json, reports/<student>.json"),
                arg("--timeout", type=_seconds, default=20.0,
                    help="seconds allowed per exercise (and for importing tinyq)"),
                arg("--seed", type=_seed, default=None,
@@ -66,15 +71,32 @@ def student_command(args) -> int:
                    help="run the graded code inside bubblewrap (auto: when bwrap works here)"),
                arg("--reference", default=None, metavar="REPO",
                    help="repository whose code, checks and exercises.toml are the reference "
-                        "(default: the installed tinyq's)")])
+                        "(default: the installed tinyq's)"),
+               *parallel_args(default_jobs=None),
+               arg("--no-progress", action="store_true", help="no progress bar")])
 def grade_command(args) -> int:
     """Draw inputs from a secret seed, run each exercise's trusted checks on the reference and on PATH
     in isolated child processes, and compare the outputs here; print passed / failed / blocked (by a
     failed prerequisite) with points and the first failure's input, expected and got; write a JSON
-    report; exit 1 unless all passed."""
+    report; exit 1 unless all passed. Several submissions (a folder of folders, or a list): grade each
+    as a task on --jobs processes or a --scheduler, print and write the gradebook."""
+    import sys
+
     from tinyq.grading import format_report, grade
 
-    report = grade(args.path, args.exercise, reference=args.reference, timeout=args.timeout, seed=args.seed,
+    single = len(args.paths) == 1 and (os.path.isdir(os.path.join(args.paths[0], "tinyq"))
+                                       or not os.path.isdir(args.paths[0]))      # grade() names what is missing
+    if not single:
+        from tinyq.grading.gradebook import format_gradebook, grade_class
+        book = grade_class(args.paths, args.out, exercise=args.exercise, reference=args.reference,
+                           timeout=args.timeout, seed=args.seed, sandbox=args.sandbox, rounds=args.rounds,
+                           jobs=args.jobs, scheduler=args.scheduler,
+                           progress=not args.no_progress and sys.stderr.isatty())
+        print(format_gradebook(book))
+        print(f"graded {book['graded']}, reused {book['reused']} unchanged; gradebook written to "
+              f"{os.path.join(args.out, 'gradebook.csv')} and .json, reports in {os.path.join(args.out, 'reports')}")
+        return 0
+    report = grade(args.paths[0], args.exercise, reference=args.reference, timeout=args.timeout, seed=args.seed,
                    sandbox=args.sandbox, rounds=args.rounds, json_path=args.json_path)
     print(format_report(report))
     print(f"report written to {args.json_path}")

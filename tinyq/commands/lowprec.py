@@ -7,6 +7,7 @@ from tinyq.cli import arg, command
 from tinyq.commands.options import (OptionError, check_output_dir, data_options, int_in, no_progress_option,
                                     nonnegative_int, out_option, positive_float, positive_int, run_folder_options,
                                     seed_option)
+from tinyq.commands.parallel_options import parallel_args
 from tinyq.experiments.fixed_point_training import MAX_WORD_BITS, ROUNDINGS, configurations, plot, run
 
 LOWPREC_FILES = ("run.json", "lowprec.json", "lowprec.csv", "lowprec.png")
@@ -23,13 +24,14 @@ LOWPREC_FILES = ("run.json", "lowprec.json", "lowprec.csv", "lowprec.png")
                    help="rounding of activations and errors (default: the same as the update's)"),
                *data_options(), seed_option(),
                out_option("runs/lowprec", help="folder for lowprec.json, .csv and .png"),
-               *run_folder_options(resume=False), no_progress_option()])
+               *run_folder_options(resume=False), no_progress_option(), *parallel_args()])
 def lowprec_command(args) -> int:
     """Gupta et al. 2015 on the 8x8 digits (or --dataset): train the MLP with weights, activations and errors
     in fixed point Q(w, n) for each word length w and fraction length n, with round-to-nearest-even vs
     stochastic rounding, next to a float32 run; print the table, save JSON/CSV and the plot."""
     from tinyq import records as rec
     from tinyq.experiments.plotting import save_figure
+    from tinyq.parallel import make_executor
     from tinyq.run_folder import RunFolder
 
     start = time.perf_counter()
@@ -40,12 +42,14 @@ def lowprec_command(args) -> int:
         raise OptionError(option, str(error).replace("word_bits", "--word-bits").replace("frac_bits", "--frac-bits")) \
             from None
     check_output_dir(args.out)
-    settings = {k: v for k, v in vars(args).items() if not k.startswith("_") and k not in ("overwrite", "out")}
-    folder = RunFolder(args.out, "lowprec", settings, outputs=LOWPREC_FILES)
-    folder.open(overwrite=args.overwrite)
-    results = run(args.word_bits, args.frac_bits, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                  hidden=args.hidden, seed=args.seed, activation_rounding=args.activation_rounding,
-                  dataset=args.dataset, progress=False if args.no_progress else None)
+    settings = {k: v for k, v in vars(args).items()
+                if not k.startswith("_") and k not in ("overwrite", "out", "jobs", "scheduler")}
+    with make_executor(args.jobs, args.scheduler) as executor:      # an unreachable scheduler fails here, first
+        folder = RunFolder(args.out, "lowprec", settings, outputs=LOWPREC_FILES)
+        folder.open(overwrite=args.overwrite)
+        results = run(args.word_bits, args.frac_bits, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                      hidden=args.hidden, seed=args.seed, activation_rounding=args.activation_rounding,
+                      dataset=args.dataset, progress=False if args.no_progress else None, executor=executor)
     columns = ["word_bits", "frac_bits", "format", "rounding", "test_accuracy", "train_loss", "updates_applied",
                "outputs_saturated"]
     print(rec.format_table(results, columns, title=f"fixed-point training on {args.dataset}, seed {args.seed}"))

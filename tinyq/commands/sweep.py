@@ -8,6 +8,7 @@ import time
 from tinyq.cli import arg, command
 from tinyq.commands.options import (OptionError, check_output_dir, data_options, int_in, no_progress_option,
                                     out_option, positive_int, run_folder_options, seed_option)
+from tinyq.commands.parallel_options import parallel_args
 from tinyq.experiments.bitwidth import DEFAULT_BITS, PTQ_OBSERVERS, QAT_METHODS
 from tinyq.formats.rounding import MAX_BITS, MIN_BITS
 
@@ -23,7 +24,8 @@ def _common_args(out_default: str):
             out_option(out_default, help="folder for JSON, CSV, PNG and the float checkpoint"),
             *run_folder_options(),
             seed_option(),
-            no_progress_option()]
+            no_progress_option(),
+            *parallel_args()]
 
 
 def _check_observer(name: str, option: str) -> None:
@@ -109,9 +111,13 @@ def sweep_command(args):
     qat_epochs = 1 if fast_mode() else args.qat_epochs
     settings = _settings(args, "model", "dataset", "checkpoint", "epochs", "seed", "bits", "observers", "qat",
                          "qat_epochs", "sensitivity", "sensitivity_bits")
-    model, train_set, test_set, folder = _prepare(args, "sweep", settings, echo)
-    records = sweep(model, train_set, test_set, args.bits, args.observers, args.qat, qat_epochs, args.seed,
-                    progress=args.progress)
+    from tinyq.parallel import make_executor
+    with make_executor(args.jobs, args.scheduler) as executor:      # an unreachable scheduler fails here, first
+        model, train_set, test_set, folder = _prepare(args, "sweep", settings, echo)
+        records = sweep(model, train_set, test_set, args.bits, args.observers, args.qat, qat_epochs, args.seed,
+                        progress=args.progress, executor=executor)
+        layers = sensitivity(model, train_set, test_set, args.sensitivity_bits, progress=args.progress,
+                             executor=executor) if args.sensitivity else None
     fp32 = records[0]
     table = pivot(records[1:], "method", "bits", "accuracy")
     sizes = {"method": "size (bytes)"}
@@ -121,7 +127,6 @@ def sweep_command(args):
     metadata = dict(settings, qat_epochs=qat_epochs)
     files = _record_writers(records, "sweep", metadata, plot_sweep(records, args.model, args.dataset))
     if args.sensitivity:
-        layers = sensitivity(model, train_set, test_set, args.sensitivity_bits, progress=args.progress)
         echo(format_table(layers, title=f"per-layer sensitivity: one layer at a time at {args.sensitivity_bits} "
                                         "bits (PTQ minmax)"))
         files.update(_record_writers(layers, "sensitivity", {"bits": args.sensitivity_bits, "observer": "minmax"},
@@ -145,8 +150,11 @@ def sensitivity_command(args):
     started = time.perf_counter()
     _check_observer(args.observer, "--observer")
     settings = _settings(args, "model", "dataset", "checkpoint", "epochs", "seed", "bits", "observer")
-    model, train_set, test_set, folder = _prepare(args, "sensitivity", settings, echo)
-    records = sensitivity(model, train_set, test_set, args.bits, args.observer, progress=args.progress)
+    from tinyq.parallel import make_executor
+    with make_executor(args.jobs, args.scheduler) as executor:      # an unreachable scheduler fails here, first
+        model, train_set, test_set, folder = _prepare(args, "sensitivity", settings, echo)
+        records = sensitivity(model, train_set, test_set, args.bits, args.observer, progress=args.progress,
+                              executor=executor)
     echo(format_table(records, title=f"per-layer sensitivity: one layer at a time at {args.bits} bits "
                                      f"(PTQ {args.observer})"))
     files = _record_writers(records, "sensitivity", settings, plot_sensitivity(records, args.bits))

@@ -126,9 +126,26 @@ def calibration_loader(train_set, samples: int = 512, batch_size: int = 128):
 
 # ---------------------------------------------------------------------------- experiments
 
+def sweep_cell(job, model, train_set, test_set, calibration, qat_epochs: int, seed: int) -> dict:
+    """One grid cell (kind, method, bits) -> its record; its random choices come from (seed, 2, bits, method)."""
+    from tinyq.quant.qat import model_size_bytes
+    kind, name, b = job
+    started = time.perf_counter()
+    if kind == "ptq":
+        qmodel, config = run_ptq(model, calibration, b, name)
+    else:
+        qmodel, config = run_qat(model, train_set, b, name, qat_epochs, generator(seed, 2, b, METHOD_IDS[name]))
+    return dict(method=f"{kind}-{name}", kind=kind, bits=int(b), accuracy=evaluate(qmodel, test_set),
+                size_bytes=model_size_bytes(qmodel), seconds=time.perf_counter() - started)
+
+
 def sweep(model, train_set, test_set, bits=DEFAULT_BITS, observers=PTQ_OBSERVERS, qat_methods=QAT_METHODS,
-          qat_epochs: int = 3, seed: int = 0, calibration_samples: int = 512, progress: bool = False) -> list:
-    """Records {method, kind, bits, accuracy, size_bytes, seconds}: fp32 first, then PTQ / QAT per bit-width."""
+          qat_epochs: int = 3, seed: int = 0, calibration_samples: int = 512, progress: bool = False,
+          executor=None) -> list:
+    """Records {method, kind, bits, accuracy, size_bytes, seconds}: fp32 first, then PTQ / QAT per bit-width
+    (each cell a task of `executor`, a tinyq.parallel.Executor; None: one after another here)."""
+    from functools import partial
+
     from tqdm.auto import tqdm
     from tinyq.quant.qat import model_size_bytes
 
@@ -138,36 +155,43 @@ def sweep(model, train_set, test_set, bits=DEFAULT_BITS, observers=PTQ_OBSERVERS
                     size_bytes=model_size_bytes(model), seconds=0.0)]
     jobs = [("ptq", name, b) for b in bits for name in observers] + \
            [("qat", name, b) for b in bits for name in qat_methods]
-    for kind, name, b in tqdm(jobs, desc="sweep", disable=not progress):
-        started = time.perf_counter()
-        if kind == "ptq":
-            qmodel, config = run_ptq(model, calibration, b, name)
-        else:
-            qmodel, config = run_qat(model, train_set, b, name, qat_epochs, generator(seed, 2, b, METHOD_IDS[name]))
-        records.append(dict(method=f"{kind}-{name}", kind=kind, bits=int(b), accuracy=evaluate(qmodel, test_set),
-                            size_bytes=model_size_bytes(qmodel), seconds=time.perf_counter() - started))
-    return records
+    cell = partial(sweep_cell, model=model, train_set=train_set, test_set=test_set, calibration=calibration,
+                   qat_epochs=qat_epochs, seed=seed)
+    if executor is None:
+        return records + [cell(job) for job in tqdm(jobs, desc="sweep", disable=not progress)]
+    return records + executor.map(cell, jobs, desc="sweep", progress=progress)
+
+
+def sensitivity_cell(name, folded, calibration, test_set, bits: int, observer: str, reference: float) -> dict:
+    """One layer quantized alone -> {layer, bits, accuracy, drop}."""
+    from tinyq.quant.config import QuantConfig
+    from tinyq.quant.ptq import quantize_ptq
+    layer_config = ptq_config(bits, observer).default
+    qmodel = quantize_ptq(folded, calibration, QuantConfig(default=None, layers={name: layer_config}))
+    accuracy = evaluate(qmodel, test_set)
+    return dict(layer=name, bits=int(bits), accuracy=accuracy, drop=reference - accuracy)
 
 
 def sensitivity(model, train_set, test_set, bits: int = 2, observer: str = "minmax",
-                calibration_samples: int = 512, progress: bool = False) -> list:
-    """Records {layer, bits, accuracy, drop}: only that layer (weight and input) quantized to `bits` by PTQ."""
+                calibration_samples: int = 512, progress: bool = False, executor=None) -> list:
+    """Records {layer, bits, accuracy, drop}: only that layer (weight and input) quantized to `bits` by PTQ
+    (each layer a task of `executor`, a tinyq.parallel.Executor; None: one after another here)."""
+    from functools import partial
+
     from tqdm.auto import tqdm
-    from tinyq.quant.config import QuantConfig
-    from tinyq.quant.ptq import fold_batchnorm, quantize_ptq
+    from tinyq.quant.ptq import fold_batchnorm
     from tinyq.quant.qat import quantizable_layers
 
     bits = check_bits(bits, "sensitivity")
     folded = fold_batchnorm(model)
     reference = evaluate(folded, test_set)
     calibration = calibration_loader(train_set, calibration_samples)
-    records = []
-    for name in tqdm(quantizable_layers(folded), desc="sensitivity", disable=not progress):
-        layer_config = ptq_config(bits, observer).default
-        qmodel = quantize_ptq(folded, calibration, QuantConfig(default=None, layers={name: layer_config}))
-        accuracy = evaluate(qmodel, test_set)
-        records.append(dict(layer=name, bits=int(bits), accuracy=accuracy, drop=reference - accuracy))
-    return records
+    cell = partial(sensitivity_cell, folded=folded, calibration=calibration, test_set=test_set, bits=bits,
+                   observer=observer, reference=reference)
+    layers = quantizable_layers(folded)
+    if executor is None:
+        return [cell(name) for name in tqdm(layers, desc="sensitivity", disable=not progress)]
+    return executor.map(cell, layers, desc="sensitivity", progress=progress)
 
 
 # ---------------------------------------------------------------------------- used by `tinyq sweep` / `tinyq sensitivity`

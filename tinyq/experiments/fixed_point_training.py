@@ -179,11 +179,14 @@ def configurations(word_bits, frac_bits=None, roundings=ROUNDINGS) -> list:
 
 def run(word_bits=(16, 12, 8), frac_bits=None, roundings=ROUNDINGS, *, epochs: int = 10, lr: float = 0.1,
         batch_size: int = 32, hidden: int = 128, seed: int = 0, activation_rounding: str | None = None,
-        dataset: str = "digits", progress: bool | None = None) -> list:
-    """Records: the fp32 reference, then one per (word_bits, frac_bits, rounding) of `configurations`.
+        dataset: str = "digits", progress: bool | None = None, executor=None) -> list:
+    """Records: the fp32 reference, then one per (word_bits, frac_bits, rounding) of `configurations`
+    (each a task of `executor`, a tinyq.parallel.Executor; None: one after another here).
 
     dataset: digits (the paper's setting here, 8x8 images) | mnist | fashion, images flattened.
     """
+    from functools import partial
+
     from tqdm.auto import tqdm
 
     from tinyq.data import LOADERS
@@ -196,7 +199,14 @@ def run(word_bits=(16, 12, 8), frac_bits=None, roundings=ROUNDINGS, *, epochs: i
                    activation_rounding=activation_rounding, data=data)
     import sys
     show = sys.stderr.isatty() if progress is None else progress
+    if executor is not None:
+        return executor.map(partial(_train_config, options=options), configs, desc="lowprec", progress=show)
     return [train_one(w, n, r, **options) for w, n, r in tqdm(configs, desc="lowprec", disable=not show)]
+
+
+def _train_config(config, options: dict) -> dict:
+    """train_one(*config, **options): one task of `run` on an executor."""
+    return train_one(*config, **options)
 
 
 def plot(records: list):

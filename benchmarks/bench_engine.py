@@ -33,12 +33,10 @@ import common  # noqa: E402  (must come before numpy: it pins the thread count)
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer sizes and repeats (CI smoke run, < 1 min)")
-    parser.add_argument("--threads", type=int, default=common.available_cpus(),
-                        help="threads for BLAS/OpenMP/numba/torch (default: all available CPUs)")
-    parser.add_argument("--out", default=os.path.join(common.RESULTS_DIR, "bench_engine.json"))
-    parser.add_argument("--seed", type=int, default=0)
+    parser = common.benchmark_parser(__doc__.split("\n")[0], "bench_engine.json",
+                                     quick_help="fewer sizes and repeats (CI smoke run, < 1 min)",
+                                     threads_help="threads for BLAS/OpenMP/numba/torch (default: all available CPUs)",
+                                     threads_default=common.available_cpus())
     parser.add_argument("--clock", choices=sorted(common.CLOCKS), default="wall",
                         help="wall time, or this process's CPU time (steadier on a shared machine; use with "
                              "--threads 1)")

@@ -16,7 +16,6 @@ load average next to them.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import sys
@@ -28,11 +27,9 @@ import common
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="few repeats, no 1024³ (smoke run)")
-    parser.add_argument("--threads", type=int, default=1, help="threads for BLAS/numba/torch (default 1)")
-    parser.add_argument("--out", default=os.path.join(common.RESULTS_DIR, "bench_int.json"))
-    parser.add_argument("--seed", type=int, default=0)
+    parser = common.benchmark_parser(__doc__.split("\n")[0], "bench_int.json",
+                                     quick_help="few repeats, no 1024³ (smoke run)",
+                                     threads_help="threads for BLAS/numba/torch (default 1)")
     return parser.parse_args(argv)
 
 

@@ -11,7 +11,6 @@ run. The machine is shared: read the ratios with the load average recorded besid
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -22,11 +21,8 @@ import common
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="few repeats (smoke run)")
-    parser.add_argument("--threads", type=int, default=1, help="threads for BLAS/numba/ONNX Runtime (default 1)")
-    parser.add_argument("--out", default=os.path.join(common.RESULTS_DIR, "bench_interop.json"))
-    parser.add_argument("--seed", type=int, default=0)
+    parser = common.benchmark_parser(__doc__.split("\n")[0], "bench_interop.json",
+                                     threads_help="threads for BLAS/numba/ONNX Runtime (default 1)")
     return parser.parse_args(argv)
 
 

@@ -13,7 +13,6 @@ Writes benchmarks/results/bench_sparse.json atomically.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -26,13 +25,11 @@ SPARSITIES = (0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="few repeats (CI smoke run)")
-    parser.add_argument("--threads", type=int, default=1, help="BLAS/numba threads (default 1: like for like)")
+    parser = common.benchmark_parser(__doc__.split("\n")[0], "bench_sparse.json",
+                                     quick_help="few repeats (CI smoke run)",
+                                     threads_help="BLAS/numba threads (default 1: like for like)")
     parser.add_argument("--size", type=int, default=1024, help="the weight is size × size")
     parser.add_argument("--batch", type=int, default=64, help="columns of the dense operand")
-    parser.add_argument("--out", default=os.path.join(common.RESULTS_DIR, "bench_sparse.json"))
-    parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
 
 

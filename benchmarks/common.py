@@ -162,6 +162,21 @@ def compare(candidates: dict, number: int, repeat: int, warmup: int = 3, clock=t
             for name, s in samples.items()}
 
 
+def benchmark_parser(description: str, result_name: str, *, quick_help: str = "few repeats (smoke run)",
+                     threads_help: str = "threads for BLAS/numba (default 1)", threads_default: int = 1):
+    """The options every benchmark takes: --quick, --threads, --out (results/<result_name>), --seed.
+
+    Parse them, then call pin_threads(args.threads) before importing numpy.
+    """
+    import argparse
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--threads", type=int, default=threads_default, help=threads_help)
+    parser.add_argument("--out", default=os.path.join(RESULTS_DIR, result_name))
+    parser.add_argument("--seed", type=int, default=0)
+    return parser
+
+
 def write_json_atomic(path: str, payload: dict) -> str:
     """Write JSON so that the file appears whole or not at all (temp file + fsync + rename)."""
     from tinyq import atomic   # imported here: this module must not import numpy at load time

@@ -14,18 +14,24 @@ from tinyq.atomic import atomic_open
 MAX_DEFLATE_RATIO = 1032
 
 
-def save(state: dict, path) -> None:
-    """Write {name: ndarray} to `path` (.npz); the file appears whole or not at all."""
-    path = os.fspath(path)
+def state_arrays(state: dict, caller: str) -> dict:
+    """{name: ndarray} from a state dict whose values are arrays or Tensors; string keys, no object arrays."""
     arrays = {}
     for key, value in state.items():
         if not isinstance(key, str):
-            raise TypeError(f"save expects string keys, got {type(key).__name__} {key!r}")
+            raise TypeError(f"{caller} expects string keys, got {type(key).__name__} {key!r}")
         array = value.data if hasattr(value, "data") and not isinstance(value, np.ndarray) else value
         array = np.asarray(array)
         if array.dtype == object:
-            raise TypeError(f"save expects numeric arrays, got dtype object for {key!r}")
+            raise TypeError(f"{caller} expects numeric arrays, got dtype {array.dtype} for {key!r}")
         arrays[key] = array
+    return arrays
+
+
+def save(state: dict, path) -> None:
+    """Write {name: ndarray} to `path` (.npz); the file appears whole or not at all."""
+    path = os.fspath(path)
+    arrays = state_arrays(state, "save")
     with atomic_open(path, "wb") as f:
         np.savez(f, **arrays)
 

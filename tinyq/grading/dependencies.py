@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import checks as machinery
+import tinyq.grading.checks as machinery
 from .exercises import load_exercises
 from .student import find_regions
 

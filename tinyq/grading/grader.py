@@ -33,7 +33,7 @@ import numpy as np
 
 from tinyq import atomic
 
-from . import checks as machinery
+import tinyq.grading.checks as machinery
 from .exercises import all_prerequisites, load_exercises
 from .sandbox import Child, child_command, choose_sandbox, site_folders
 from .transcript import Side, abbreviate, clean, read_outputs, read_side

@@ -20,6 +20,7 @@ from collections import OrderedDict
 import numpy as np
 
 from tinyq.atomic import atomic_open
+from tinyq.serialize import state_arrays
 
 __all__ = ["load_safetensors", "load_weights", "read_header", "save_safetensors"]
 
@@ -37,13 +38,9 @@ def _safetensors_numpy():
 
 
 def _arrays(state) -> dict:
-    arrays = {}
-    for key, value in state.items():
-        if not isinstance(key, str):
-            raise TypeError(f"save_safetensors expects string keys, got {type(key).__name__} {key!r}")
-        array = value.data if hasattr(value, "data") and not isinstance(value, np.ndarray) else value
-        array = np.asarray(array)
-        if array.dtype == object or array.dtype.kind not in "biuf":
+    arrays = state_arrays(state, "save_safetensors")
+    for key, array in arrays.items():
+        if array.dtype.kind not in "biuf":
             raise TypeError(f"save_safetensors expects numeric arrays, got dtype {array.dtype} for {key!r}")
         arrays[key] = np.require(array, requirements="C")     # (np.ascontiguousarray makes 0-d arrays 1-d)
     return arrays
